@@ -1,0 +1,249 @@
+//! The batch interface shared by every loss: validation once per call, one kernel per sample,
+//! all cores through rayon, and reductions.
+
+use crate::esp::PolyScratch;
+use crate::number::ExtFloat;
+use crate::{Result, Scalar, TopkError};
+use rayon::prelude::*;
+
+/// How per-sample losses are combined into one number (and the gradient scaled to match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reduction {
+    /// Average over the batch (the default, as in the paper and in PyTorch).
+    #[default]
+    Mean,
+    /// Sum over the batch.
+    Sum,
+}
+
+/// Per-thread scratch memory for the per-sample kernels: O(n + k sqrt(n)) numbers, reused
+/// across samples so the hot loop allocates nothing.
+#[derive(Debug, Default, Clone)]
+pub struct Workspace {
+    pub(crate) lin: PolyScratch<f64>,
+    pub(crate) ext: PolyScratch<ExtFloat>,
+    pub(crate) values: Vec<f64>,
+}
+
+/// One sample's scores, label, loss slot and gradient row, as zipped iterators yield them.
+type RowWithGrad<'a, T> = (((&'a [T], &'a usize), &'a mut T), &'a mut [T]);
+
+/// Below this many scores a batch runs on the calling thread: rayon's hand-off costs more.
+const PARALLEL_MIN_SCORES: usize = 1 << 15;
+
+/// Checks a batch before anything is written: shapes, labels and finiteness of every score.
+pub(crate) fn validate_batch<T: Scalar>(
+    scores: &[T],
+    labels: &[usize],
+    n: usize,
+    min_classes: usize,
+) -> Result<()> {
+    if labels.is_empty() {
+        return Err(TopkError::EmptyBatch);
+    }
+    if n < min_classes {
+        return Err(TopkError::TooFewClasses {
+            n,
+            min: min_classes,
+        });
+    }
+    let expected = labels
+        .len()
+        .checked_mul(n)
+        .ok_or(TopkError::ShapeMismatch {
+            what: "scores",
+            got: scores.len(),
+            expected: usize::MAX,
+        })?;
+    if scores.len() != expected {
+        return Err(TopkError::ShapeMismatch {
+            what: "scores",
+            got: scores.len(),
+            expected,
+        });
+    }
+    if let Some((sample, &label)) = labels.iter().enumerate().find(|(_, &l)| l >= n) {
+        return Err(TopkError::LabelOutOfRange { sample, label, n });
+    }
+    // One branch-free pass; locate the culprit only when there is one.
+    let all_finite = scores
+        .iter()
+        .fold(true, |ok, v| ok & v.to_f64().is_finite());
+    if !all_finite {
+        let (pos, value) = scores
+            .iter()
+            .enumerate()
+            .find(|(_, v)| !v.to_f64().is_finite())
+            .map(|(i, v)| (i, v.to_f64()))
+            .expect("a non-finite score exists");
+        return Err(TopkError::NonFiniteScore {
+            sample: pos / n,
+            index: pos % n,
+            value,
+        });
+    }
+    Ok(())
+}
+
+fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(TopkError::ShapeMismatch {
+            what,
+            got,
+            expected,
+        })
+    }
+}
+
+/// A classification loss evaluated sample by sample on row-major `batch x n` scores.
+///
+/// Implementors provide the per-sample kernel; the provided methods validate the whole batch
+/// first (so an error never leaves a buffer half written) and spread samples over rayon's
+/// current thread pool (`ThreadPool::install` picks the number of threads).
+pub trait Loss: Sync {
+    /// Smallest number of classes this configuration accepts (k + 1 for the top-k SVMs).
+    fn min_classes(&self) -> usize;
+
+    /// Loss of one validated sample, with its gradient written to `grad` when given.
+    /// `scores.len() >= self.min_classes()`, `label < scores.len()`, scores finite.
+    fn sample_loss<T: Scalar>(
+        &self,
+        scores: &[T],
+        label: usize,
+        grad: Option<&mut [T]>,
+        ws: &mut Workspace,
+    ) -> f64;
+
+    /// Per-sample losses of a batch, written to `losses` (length `batch`).
+    fn loss_per_sample<T: Scalar>(
+        &self,
+        scores: &[T],
+        labels: &[usize],
+        n: usize,
+        losses: &mut [T],
+    ) -> Result<()> {
+        validate_batch(scores, labels, n, self.min_classes())?;
+        check_len("losses", losses.len(), labels.len())?;
+        let work = |ws: &mut Workspace, ((row, &label), out): ((&[T], &usize), &mut T)| {
+            *out = T::from_f64(self.sample_loss(row, label, None, ws));
+        };
+        if scores.len() < PARALLEL_MIN_SCORES {
+            let mut ws = Workspace::default();
+            scores
+                .chunks(n)
+                .zip(labels)
+                .zip(losses.iter_mut())
+                .for_each(|x| work(&mut ws, x));
+        } else {
+            scores
+                .par_chunks(n)
+                .zip(labels.par_iter())
+                .zip(losses.par_iter_mut())
+                .for_each_init(Workspace::default, work);
+        }
+        Ok(())
+    }
+
+    /// Per-sample losses and, in `grad` (same shape as `scores`), the gradient of each sample's
+    /// own loss with respect to its scores.
+    fn loss_and_grad_per_sample<T: Scalar>(
+        &self,
+        scores: &[T],
+        labels: &[usize],
+        n: usize,
+        losses: &mut [T],
+        grad: &mut [T],
+    ) -> Result<()> {
+        validate_batch(scores, labels, n, self.min_classes())?;
+        check_len("losses", losses.len(), labels.len())?;
+        check_len("grad", grad.len(), scores.len())?;
+        let work = |ws: &mut Workspace, (((row, &label), out), g): RowWithGrad<'_, T>| {
+            *out = T::from_f64(self.sample_loss(row, label, Some(g), ws));
+        };
+        if scores.len() < PARALLEL_MIN_SCORES {
+            let mut ws = Workspace::default();
+            scores
+                .chunks(n)
+                .zip(labels)
+                .zip(losses.iter_mut())
+                .zip(grad.chunks_mut(n))
+                .for_each(|x| work(&mut ws, x));
+        } else {
+            scores
+                .par_chunks(n)
+                .zip(labels.par_iter())
+                .zip(losses.par_iter_mut())
+                .zip(grad.par_chunks_mut(n))
+                .for_each_init(Workspace::default, work);
+        }
+        Ok(())
+    }
+
+    /// The reduced loss (accumulated in `f64`) and its gradient, allocated.
+    fn loss_and_grad<T: Scalar>(
+        &self,
+        scores: &[T],
+        labels: &[usize],
+        n: usize,
+        reduction: Reduction,
+    ) -> Result<(f64, Vec<T>)> {
+        let mut losses = vec![T::from_f64(0.0); labels.len()];
+        let mut grad = vec![T::from_f64(0.0); scores.len()];
+        self.loss_and_grad_per_sample(scores, labels, n, &mut losses, &mut grad)?;
+        let total: f64 = losses.iter().map(|v| v.to_f64()).sum();
+        Ok(match reduction {
+            Reduction::Sum => (total, grad),
+            Reduction::Mean => {
+                let inv = 1.0 / labels.len() as f64;
+                grad.iter_mut()
+                    .for_each(|g| *g = T::from_f64(g.to_f64() * inv));
+                (total * inv, grad)
+            }
+        })
+    }
+
+    /// The reduced loss alone, allocated.
+    fn loss<T: Scalar>(
+        &self,
+        scores: &[T],
+        labels: &[usize],
+        n: usize,
+        reduction: Reduction,
+    ) -> Result<f64> {
+        let mut losses = vec![T::from_f64(0.0); labels.len()];
+        self.loss_per_sample(scores, labels, n, &mut losses)?;
+        let total: f64 = losses.iter().map(|v| v.to_f64()).sum();
+        Ok(match reduction {
+            Reduction::Sum => total,
+            Reduction::Mean => total / labels.len() as f64,
+        })
+    }
+}
+
+/// `ln(1 + exp(x))` without overflow and without losing small values.
+#[inline]
+pub(crate) fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// `1 / (1 + exp(-x))` without overflow.
+#[inline]
+pub(crate) fn sigmoid(x: f64) -> f64 {
+    if x >= 0.0 {
+        1.0 / (1.0 + (-x).exp())
+    } else {
+        let e = x.exp();
+        e / (1.0 + e)
+    }
+}
+
+/// Largest score of a row other than the label's.
+#[inline]
+pub(crate) fn max_excluding<T: Scalar>(scores: &[T], label: usize) -> f64 {
+    scores[..label]
+        .iter()
+        .chain(&scores[label + 1..])
+        .fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()))
+}
