@@ -29,7 +29,7 @@ pub struct Workspace {
 type RowWithGrad<'a, T> = (((&'a [T], &'a usize), &'a mut T), &'a mut [T]);
 
 /// Below this many scores a batch runs on the calling thread: rayon's hand-off costs more.
-const PARALLEL_MIN_SCORES: usize = 1 << 15;
+const PARALLEL_MIN_SCORES: usize = 1 << 12;
 
 /// Checks a batch before anything is written: shapes, labels and finiteness of every score.
 pub(crate) fn validate_batch<T: Scalar>(
