@@ -63,8 +63,9 @@ struct Record {
 }
 
 fn random_batch(rng: &mut StdRng, batch: usize, n: usize, std: f64) -> (Vec<f32>, Vec<usize>) {
-    let scores =
-        (0..batch * n).map(|_| (std * rng.sample::<f64, _>(StandardNormal)) as f32).collect();
+    let scores = (0..batch * n)
+        .map(|_| (std * rng.sample::<f64, _>(StandardNormal)) as f32)
+        .collect();
     let labels = (0..batch).map(|_| rng.random_range(0..n)).collect();
     (scores, labels)
 }
@@ -96,17 +97,26 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     }
     let mut setups = vec![Setup {
         name: LossName::Ce,
-        loss: AnyLoss::new(LossName::Ce, args.k, 1.0, args.alpha, false).map_err(|e| e.to_string())?,
+        loss: AnyLoss::new(LossName::Ce, args.k, 1.0, args.alpha, false)
+            .map_err(|e| e.to_string())?,
         tau: None,
     }];
     for &tau in &args.tau {
         let loss = AnyLoss::new(LossName::SmoothSvm, args.k, tau, args.alpha, false)
             .map_err(|e| e.to_string())?;
-        setups.push(Setup { name: LossName::SmoothSvm, loss, tau: Some(tau) });
+        setups.push(Setup {
+            name: LossName::SmoothSvm,
+            loss,
+            tau: Some(tau),
+        });
     }
     let hard = AnyLoss::new(LossName::HardSvm, args.k, 1.0, args.alpha, false)
         .map_err(|e| e.to_string())?;
-    setups.push(Setup { name: LossName::HardSvm, loss: hard, tau: None });
+    setups.push(Setup {
+        name: LossName::HardSvm,
+        loss: hard,
+        tau: None,
+    });
 
     let mut thread_counts = vec![1];
     if all_threads > 1 {
@@ -142,7 +152,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             for setup in &setups {
                 let (fwd, both) = pool.install(|| {
                     let fwd = median_time(min_time, || {
-                        setup.loss.loss_per_sample(&scores, &labels, n, &mut losses).unwrap()
+                        setup
+                            .loss
+                            .loss_per_sample(&scores, &labels, n, &mut losses)
+                            .unwrap()
                     });
                     let both = median_time(min_time, || {
                         setup

@@ -49,7 +49,10 @@ fn parse_csv(text: &str) -> Result<(Vec<f64>, usize), String> {
         .map_err(|_| format!("label {label_text:?} is not a non-negative integer"))?;
     let scores = fields
         .enumerate()
-        .map(|(i, f)| f.parse::<f64>().map_err(|_| format!("score {i} ({f:?}) is not a number")))
+        .map(|(i, f)| {
+            f.parse::<f64>()
+                .map_err(|_| format!("score {i} ({f:?}) is not a number"))
+        })
         .collect::<Result<Vec<f64>, String>>()?;
     Ok((scores, label))
 }
@@ -73,7 +76,11 @@ pub fn read_samples(reader: impl Read, format: InputFormat) -> Result<Vec<Sample
         if scores.is_empty() {
             return Err(format!("line {line_no}: no scores"));
         }
-        out.push(Sample { line: line_no, scores, label });
+        out.push(Sample {
+            line: line_no,
+            scores,
+            label,
+        });
     }
     if out.is_empty() {
         return Err("no samples in input".into());
@@ -90,22 +97,38 @@ mod tests {
         let text = "{\"scores\": [1, 2.5, -3], \"label\": 1}\n\n{\"scores\":[0,0],\"label\":0}\n";
         let got = read_samples(text.as_bytes(), InputFormat::Jsonl).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0], Sample { line: 1, scores: vec![1.0, 2.5, -3.0], label: 1 });
+        assert_eq!(
+            got[0],
+            Sample {
+                line: 1,
+                scores: vec![1.0, 2.5, -3.0],
+                label: 1
+            }
+        );
         assert_eq!(got[1].line, 3);
         let csv = read_samples("2, 0.5,1,2\n0,1,1\n".as_bytes(), InputFormat::Csv).unwrap();
         assert_eq!(csv[0].scores, vec![0.5, 1.0, 2.0]);
         assert_eq!(csv[0].label, 2);
 
         let err = read_samples("{\"scores\": [1]}\n".as_bytes(), InputFormat::Jsonl).unwrap_err();
-        assert!(err.starts_with("line 1: invalid JSON sample") && err.contains("label"), "{err}");
+        assert!(
+            err.starts_with("line 1: invalid JSON sample") && err.contains("label"),
+            "{err}"
+        );
         let err = read_samples("ok\n".as_bytes(), InputFormat::Jsonl).unwrap_err();
         assert!(err.starts_with("line 1:"));
         let err = read_samples("1,2,x\n".as_bytes(), InputFormat::Csv).unwrap_err();
         assert_eq!(err, "line 1: score 1 (\"x\") is not a number");
-        let err =
-            read_samples("{\"scores\":[1],\"label\":-1}".as_bytes(), InputFormat::Jsonl).unwrap_err();
+        let err = read_samples(
+            "{\"scores\":[1],\"label\":-1}".as_bytes(),
+            InputFormat::Jsonl,
+        )
+        .unwrap_err();
         assert!(err.starts_with("line 1: invalid JSON sample"), "{err}");
-        assert_eq!(read_samples("\n \n".as_bytes(), InputFormat::Csv).unwrap_err(), "no samples in input");
+        assert_eq!(
+            read_samples("\n \n".as_bytes(), InputFormat::Csv).unwrap_err(),
+            "no samples in input"
+        );
         let err = read_samples("{\"scores\":[],\"label\":0}".as_bytes(), InputFormat::Jsonl);
         assert_eq!(err.unwrap_err(), "line 1: no scores");
     }

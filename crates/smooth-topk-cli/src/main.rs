@@ -18,7 +18,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "smooth-topk", version, about = "Smooth top-k SVM losses, metrics and benchmarks")]
+#[command(
+    name = "smooth-topk",
+    version,
+    about = "Smooth top-k SVM losses, metrics and benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -76,18 +80,30 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Loss { file, loss, k, tau, alpha, precision, format, reference_hard_switch } => {
-            AnyLoss::new(loss, k, tau, alpha, reference_hard_switch)
-                .map_err(|e| e.to_string())
-                .and_then(|l| {
-                    let samples = read_samples(input::open(file.as_deref())?, format)?;
-                    match precision {
-                        Precision::F32 => run_loss::<f32>(&l, &samples),
-                        Precision::F64 => run_loss::<f64>(&l, &samples),
-                    }
-                })
-        }
-        Command::Metrics { file, k, format, json } => input::open(file.as_deref())
+        Command::Loss {
+            file,
+            loss,
+            k,
+            tau,
+            alpha,
+            precision,
+            format,
+            reference_hard_switch,
+        } => AnyLoss::new(loss, k, tau, alpha, reference_hard_switch)
+            .map_err(|e| e.to_string())
+            .and_then(|l| {
+                let samples = read_samples(input::open(file.as_deref())?, format)?;
+                match precision {
+                    Precision::F32 => run_loss::<f32>(&l, &samples),
+                    Precision::F64 => run_loss::<f64>(&l, &samples),
+                }
+            }),
+        Command::Metrics {
+            file,
+            k,
+            format,
+            json,
+        } => input::open(file.as_deref())
             .and_then(|r| read_samples(r, format))
             .and_then(|samples| run_metrics(&samples, k, json)),
         Command::Bench(args) => bench::run(&args),
@@ -150,8 +166,11 @@ fn run_loss<T: Scalar + Serialize>(loss: &AnyLoss, samples: &[Sample]) -> Result
             let mut grad = vec![T::from_f64(0.0); n];
             loss.loss_and_grad_per_sample(&scores, &[s.label], n, &mut value, &mut grad)
                 .map_err(|e| format!("line {}: {}", s.line, describe(e)))?;
-            serde_json::to_string(&LossLine { loss: value[0], grad })
-                .map_err(|e| format!("line {}: {e}", s.line))
+            serde_json::to_string(&LossLine {
+                loss: value[0],
+                grad,
+            })
+            .map_err(|e| format!("line {}: {e}", s.line))
         })
         .collect::<Result<Vec<String>, String>>()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
@@ -190,15 +209,25 @@ fn run_metrics(samples: &[Sample], max_k: usize, json: bool) -> Result<(), Strin
         topk: correct
             .iter()
             .enumerate()
-            .map(|(i, &c)| TopkLine { k: i + 1, correct: c, accuracy: c as f64 / total as f64 })
+            .map(|(i, &c)| TopkLine {
+                k: i + 1,
+                correct: c,
+                accuracy: c as f64 / total as f64,
+            })
             .collect(),
     };
     if json {
-        println!("{}", serde_json::to_string(&report).map_err(|e| e.to_string())?);
+        println!(
+            "{}",
+            serde_json::to_string(&report).map_err(|e| e.to_string())?
+        );
     } else {
         println!("{total} samples (ties count against the label)");
         for line in &report.topk {
-            println!("top-{:<3} {:>8.4}  ({}/{})", line.k, line.accuracy, line.correct, total);
+            println!(
+                "top-{:<3} {:>8.4}  ({}/{})",
+                line.k, line.accuracy, line.correct, total
+            );
         }
     }
     Ok(())

@@ -70,11 +70,22 @@ impl<T: PolyNum> PolyScratch<T> {
     /// Computes `full[j] = sigma_j(weights)` for `j = 0..=k` (zero for `j > N`) and the block
     /// checkpoints used by [`PolyScratch::inclusion`].
     pub(crate) fn forward(&mut self, k: usize) {
+        self.forward_from(k, None);
+    }
+
+    /// Like [`PolyScratch::forward`], but the product starts from `initial` (k + 1
+    /// coefficients: the polynomial of weights handled elsewhere) instead of 1.
+    pub(crate) fn forward_from(&mut self, k: usize, initial: Option<&[T]>) {
         let n = self.weights.len();
         let block = block_len(n);
         self.full.clear();
-        self.full.resize(k + 1, T::ZERO);
-        self.full[0] = T::ONE;
+        match initial {
+            Some(p) => self.full.extend_from_slice(&p[..=k]),
+            None => {
+                self.full.resize(k + 1, T::ZERO);
+                self.full[0] = T::ONE;
+            }
+        }
         self.checkpoints.clear();
         for chunk in self.weights.chunks(block) {
             self.checkpoints.extend_from_slice(&self.full[..k]);
@@ -84,10 +95,11 @@ impl<T: PolyNum> PolyScratch<T> {
         }
     }
 
-    /// After [`PolyScratch::forward`] with the same `k >= 1` and `k <= N`, calls
+    /// After a forward pass with the same `k >= 1` that left `sigma_k > 0` (k at most the
+    /// number of weights, counting those folded into the initial polynomial), calls
     /// `sink(i, P_k(i), P_{k-1}(i))` for every weight, in reverse order (`P_0 = 0`).
     pub(crate) fn inclusion(&mut self, k: usize, mut sink: impl FnMut(usize, f64, f64)) {
-        debug_assert!(k >= 1 && k <= self.weights.len());
+        debug_assert!(k >= 1 && self.full.len() == k + 1);
         let n = self.weights.len();
         let block = block_len(n);
         let inv_k = self.full[k].recip();
@@ -129,6 +141,179 @@ impl<T: PolyNum> PolyScratch<T> {
     }
 }
 
+/// Independent partial products in [`FastScratch::forward`]: each multiply-add depends on the
+/// previous weight's, so one chain runs at the latency of the FPU; four interleaved chains
+/// run at its throughput.
+const LANES: usize = 4;
+
+/// Buffers of the fast `f64` path: the forward pass, the upward leave-one-out recursion, and the
+/// exact prefix/suffix pass over the few weights where that recursion would not be stable.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FastScratch {
+    /// The weights `w_i`, filled by the caller.
+    pub(crate) weights: Vec<f64>,
+    /// `sigma_0..=k` of all weights, set by [`FastScratch::forward`].
+    pub(crate) full: Vec<f64>,
+    lanes: Vec<f64>,
+    tmp: Vec<f64>,
+    unstable: Vec<usize>,
+    stable_weights: Vec<f64>,
+    rest: Vec<f64>,
+    exact: PolyScratch<f64>,
+}
+
+/// `out[j] = sigma_j(weights)`, `j = 0..=k`, in `LANES` interleaved chains when k is small.
+fn product_of_linear_factors(
+    weights: &[f64],
+    k: usize,
+    lanes: &mut Vec<f64>,
+    tmp: &mut Vec<f64>,
+    out: &mut Vec<f64>,
+) {
+    let kk = k + 1;
+    out.clear();
+    out.resize(kk, 0.0);
+    out[0] = 1.0;
+    // Combining the lanes costs O(LANES k^2): worth it only while k is small against n.
+    if k > 16 || weights.len() < LANES * kk {
+        for &w in weights {
+            multiply_linear(out, w);
+        }
+        return;
+    }
+    // Lane-minor layout (coefficient j of lane l at j * LANES + l), so that one degree of all
+    // lanes is updated by the same vector instructions.
+    lanes.clear();
+    lanes.resize(LANES * kk, 0.0);
+    lanes[..LANES].fill(1.0);
+    let chunks = weights.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
+        for j in (1..kk).rev() {
+            let (lower, upper) = lanes.split_at_mut(j * LANES);
+            let prev = &lower[(j - 1) * LANES..];
+            for l in 0..LANES {
+                upper[l] += w[l] * prev[l];
+            }
+        }
+    }
+    for &w in tail {
+        for j in (1..kk).rev() {
+            lanes[j * LANES] += w * lanes[(j - 1) * LANES];
+        }
+    }
+    // out = lane 0 * lane 1 * ... (truncated), one lane at a time through `tmp`.
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = lanes[j * LANES];
+    }
+    for l in 1..LANES {
+        tmp.clear();
+        tmp.extend_from_slice(out);
+        for (d, o) in out.iter_mut().enumerate() {
+            *o = (0..=d).map(|i| tmp[i] * lanes[(d - i) * LANES + l]).sum();
+        }
+    }
+}
+
+impl FastScratch {
+    /// `full[j] = sigma_j(weights)`, `j = 0..=k`.
+    pub(crate) fn forward(&mut self, k: usize) {
+        product_of_linear_factors(
+            &self.weights,
+            k,
+            &mut self.lanes,
+            &mut self.tmp,
+            &mut self.full,
+        );
+    }
+
+    /// After [`FastScratch::forward`] with the same `1 <= k <= N`, calls
+    /// `sink(i, P_k(i), P_{k-1}(i))` once for every weight (in no particular order).
+    ///
+    /// Most weights take the upward recursion `L_j = sigma_j(w) - w_i L_{j-1}` for the
+    /// leave-one-out coefficients `L_j = sigma_j(w without i)`. Step j amplifies the relative
+    /// error of `L_{j-1}` by `P_j(i) / (1 - P_j(i))`, so it is accepted only while every step has
+    /// `P_j(i) <= 1/2` (factor <= 1: the error stays a few ulps times k). Since
+    /// `sum_i P_{k-1}(i) = k - 1`, fewer than `2k` weights can fail; those get the exact
+    /// cancellation-free prefix/suffix pass, started from the polynomial of all other weights.
+    pub(crate) fn inclusion(&mut self, k: usize, mut sink: impl FnMut(usize, f64, f64)) {
+        let full = &self.full;
+        let inv_k = 1.0 / full[k];
+        let inv_k1 = 1.0 / full[k - 1];
+        self.unstable.clear();
+        // LANES weights at a time with the same instruction sequence, so it vectorises; the
+        // stability test is kept as a running max of `P_j F_j - F_j / 2` (<= 0 when stable).
+        let chunks = self.weights.chunks_exact(LANES);
+        let tail_start = self.weights.len() - chunks.remainder().len();
+        for (c, chunk) in chunks.enumerate() {
+            let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
+            let mut l_prev = [1.0; LANES];
+            let mut l_prev2 = [0.0; LANES];
+            let mut excess = [f64::NEG_INFINITY; LANES];
+            for &f in &full[1..k] {
+                for l in 0..LANES {
+                    let t = w[l] * l_prev[l];
+                    excess[l] = excess[l].max(t - 0.5 * f);
+                    l_prev2[l] = l_prev[l];
+                    l_prev[l] = f - t;
+                }
+            }
+            for l in 0..LANES {
+                let i = c * LANES + l;
+                if excess[l] <= 0.0 {
+                    sink(i, w[l] * l_prev[l] * inv_k, w[l] * l_prev2[l] * inv_k1);
+                } else {
+                    self.unstable.push(i);
+                }
+            }
+        }
+        for (i, &w) in self.weights.iter().enumerate().skip(tail_start) {
+            let (mut l_prev, mut l_prev2) = (1.0, 0.0);
+            let mut stable = true;
+            for &f in &full[1..k] {
+                let t = w * l_prev;
+                stable &= t <= 0.5 * f;
+                l_prev2 = l_prev;
+                l_prev = f - t;
+            }
+            if stable {
+                sink(i, w * l_prev * inv_k, w * l_prev2 * inv_k1);
+            } else {
+                self.unstable.push(i);
+            }
+        }
+        if self.unstable.is_empty() {
+            return;
+        }
+        // Polynomial of the stable weights, then the exact pass over the unstable ones.
+        self.stable_weights.clear();
+        let mut next = self.unstable.iter().peekable();
+        for (i, &w) in self.weights.iter().enumerate() {
+            if next.peek() == Some(&&i) {
+                next.next();
+            } else {
+                self.stable_weights.push(w);
+            }
+        }
+        product_of_linear_factors(
+            &self.stable_weights,
+            k,
+            &mut self.lanes,
+            &mut self.tmp,
+            &mut self.rest,
+        );
+        self.exact.weights.clear();
+        self.exact
+            .weights
+            .extend(self.unstable.iter().map(|&i| self.weights[i]));
+        self.exact.forward_from(k, Some(&self.rest));
+        let unstable = &self.unstable;
+        self.exact
+            .inclusion(k, |j, p_k, p_k1| sink(unstable[j], p_k, p_k1));
+    }
+}
+
 /// Smallest value of `sigma_{k-1}` and `sigma_k` (on max-scaled weights) that the linear path
 /// accepts. Below the normal range each multiply-add loses at most one subnormal spacing
 /// (5e-324) in absolute terms, so even 1e8 operations lose under 1e-315: relative to
@@ -161,7 +346,7 @@ pub fn log_elementary_symmetric(x: &[f64], k: usize) -> crate::Result<Vec<f64>> 
         out[0] = 0.0;
         return Ok(out);
     }
-    let mut lin = PolyScratch::<f64>::default();
+    let mut lin = FastScratch::default();
     lin.weights.extend(x.iter().map(|&v| (v - shift).exp()));
     lin.forward(top);
     let needed: Vec<usize> = (0..=top).collect();
@@ -245,6 +430,38 @@ mod tests {
         for j in 0..=4 {
             let want = brute_sigma(&small, j);
             assert!((s.full[j] - want).abs() <= 1e-14 * want, "j={j}");
+        }
+    }
+
+    /// The fast path (interleaved forward, upward recursion, exact pass for unstable weights)
+    /// against the all-positive prefix/suffix pass, on weight vectors where the upward
+    /// recursion alone would cancel: dominant weights, ties, k close to N.
+    #[test]
+    fn fast_path_matches_prefix_suffix_including_unstable_weights() {
+        let cases: Vec<(Vec<f64>, usize)> = vec![
+            ((0..50).map(|i| 1.0 / (1.0 + i as f64)).collect(), 3),
+            ((0..50).map(|i| if i % 17 == 0 { 1.0 } else { 1e-9 }).collect(), 4),
+            ((0..30).map(|i| if i < 4 { 1.0 } else { 1e-3 * i as f64 }).collect(), 5),
+            (vec![1.0; 40], 30),
+            (vec![1.0; 9], 8),
+            ((0..200).map(|i| ((i * 7919) % 101) as f64 / 101.0 + 1e-3).collect(), 10),
+            ((0..70).map(|i| (-(i as f64) * 0.5).exp()).collect(), 20),
+        ];
+        for (w, k) in cases {
+            let mut fast = FastScratch { weights: w.clone(), ..Default::default() };
+            fast.forward(k);
+            let mut exact = PolyScratch::<f64> { weights: w.clone(), ..Default::default() };
+            exact.forward(k);
+            for j in 0..=k {
+                assert!((fast.full[j] - exact.full[j]).abs() <= 1e-13 * exact.full[j]);
+            }
+            let mut want = vec![(0.0, 0.0); w.len()];
+            exact.inclusion(k, |i, a, b| want[i] = (a, b));
+            let mut got = vec![(f64::NAN, f64::NAN); w.len()];
+            fast.inclusion(k, |i, a, b| got[i] = (a, b));
+            for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                assert!((g.0 - e.0).abs() <= 1e-13 && (g.1 - e.1).abs() <= 1e-13, "k={k} i={i}");
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The batch interface shared by every loss: validation once per call, one kernel per sample,
 //! all cores through rayon, and reductions.
 
-use crate::esp::PolyScratch;
+use crate::esp::{FastScratch, PolyScratch};
 use crate::number::ExtFloat;
 use crate::{Result, Scalar, TopkError};
 use rayon::prelude::*;
@@ -20,7 +20,7 @@ pub enum Reduction {
 /// across samples so the hot loop allocates nothing.
 #[derive(Debug, Default, Clone)]
 pub struct Workspace {
-    pub(crate) lin: PolyScratch<f64>,
+    pub(crate) lin: FastScratch,
     pub(crate) ext: PolyScratch<ExtFloat>,
     pub(crate) values: Vec<f64>,
 }

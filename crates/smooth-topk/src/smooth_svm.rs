@@ -14,7 +14,7 @@
 //! probabilities, so every entry is within [-1/k, 1/k] and each row sums to zero by construction.
 
 use crate::config::{check_alpha, check_k, check_tau};
-use crate::esp::{linear_pass_ok, PolyScratch};
+use crate::esp::linear_pass_ok;
 use crate::hard_svm::HardTopkSvm;
 use crate::loss::{max_excluding, sigmoid, softplus, Loss, Workspace};
 use crate::number::{ExtFloat, PolyNum};
@@ -87,26 +87,17 @@ impl SmoothTopkSvm {
         let kth = buf[..k].iter().copied().fold(f64::INFINITY, f64::min);
         kth - kplus1 >= k as f64 * self.tau * 1000f64.ln()
     }
+}
 
-    /// Writes the gradient (when asked for) from `ln r` and the inclusion probabilities of the
-    /// non-label weights in `poly`, whose forward pass is done.
-    fn finish<T: Scalar, N: PolyNum>(
-        &self,
-        poly: &mut PolyScratch<N>,
-        log_r: f64,
-        label: usize,
-        grad: Option<&mut [T]>,
-    ) {
-        let k = self.k;
-        if let Some(g) = grad {
-            let scale = sigmoid(log_r) / k as f64;
-            g[label] = T::from_f64(-scale);
-            poly.inclusion(k, |i, p_k, p_k1| {
-                let orig = i + usize::from(i >= label);
-                g[orig] = T::from_f64(scale * (p_k - p_k1));
-            });
-        }
-    }
+/// The gradient writer shared by both number systems: `-scale` on the label and
+/// `scale * (P_k(i) - P_{k-1}(i))` on each non-label class `i` (indexed without the label).
+fn gradient_sink<T: Scalar>(
+    g: &mut [T],
+    label: usize,
+    scale: f64,
+) -> impl FnMut(usize, f64, f64) + '_ {
+    g[label] = T::from_f64(-scale);
+    move |i, p_k, p_k1| g[i + usize::from(i >= label)] = T::from_f64(scale * (p_k - p_k1))
 }
 
 impl Loss for SmoothTopkSvm {
@@ -149,8 +140,10 @@ impl Loss for SmoothTopkSvm {
         lin.forward(k);
         let log_r;
         if linear_pass_ok(&lin.full, &[k - 1, k]) {
-            log_r = margin + (m - s_y) / ktau + lin.full[k].ln_ratio(lin.full[k - 1]);
-            self.finish(lin, log_r, label, grad);
+            log_r = margin + (m - s_y) / ktau + (lin.full[k] / lin.full[k - 1]).ln();
+            if let Some(g) = grad {
+                lin.inclusion(k, gradient_sink(g, label, sigmoid(log_r) / k as f64));
+            }
         } else {
             // Products of k weights left the f64 range: redo in extended range, scaled by the
             // label's score so that ln r needs no separate (and cancelling) offset term.
@@ -160,7 +153,9 @@ impl Loss for SmoothTopkSvm {
                 .extend(others().map(|v| ExtFloat::exp(((v - s_y) / ktau).clamp(-1e300, 1e300))));
             ext.forward(k);
             log_r = margin + ext.full[k].ln_ratio(ext.full[k - 1]);
-            self.finish(ext, log_r, label, grad);
+            if let Some(g) = grad {
+                ext.inclusion(k, gradient_sink(g, label, sigmoid(log_r) / k as f64));
+            }
         }
         self.tau * softplus(log_r)
     }
@@ -172,7 +167,7 @@ impl SmoothTopkSvm {
     pub(crate) fn sample_extended(&self, scores: &[f64], label: usize, grad: &mut [f64]) -> f64 {
         let ktau = self.k as f64 * self.tau;
         let s_y = scores[label];
-        let mut ext = PolyScratch::<ExtFloat>::default();
+        let mut ext = crate::esp::PolyScratch::<ExtFloat>::default();
         ext.weights.extend(
             scores
                 .iter()
@@ -182,7 +177,10 @@ impl SmoothTopkSvm {
         );
         ext.forward(self.k);
         let log_r = self.alpha / self.tau + ext.full[self.k].ln_ratio(ext.full[self.k - 1]);
-        self.finish(&mut ext, log_r, label, Some(grad));
+        ext.inclusion(
+            self.k,
+            gradient_sink(grad, label, sigmoid(log_r) / self.k as f64),
+        );
         self.tau * softplus(log_r)
     }
 }
