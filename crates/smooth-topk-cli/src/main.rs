@@ -37,6 +37,7 @@ enum Precision {
 #[derive(Subcommand)]
 enum Command {
     /// Per-sample loss and gradient of saved scores (one JSON line out per sample in).
+    #[command(allow_negative_numbers = true)]
     Loss {
         /// Input file (JSON Lines or CSV); standard input when absent or `-`.
         file: Option<PathBuf>,
@@ -141,7 +142,7 @@ fn convert<T: Scalar>(scores: &[f64]) -> Result<Vec<T>, String> {
         .map(|(i, &v)| {
             let t = T::from_f64(v);
             if v.is_finite() && !t.to_f64().is_finite() {
-                Err(format!("score {i} = {v} overflows the chosen precision"))
+                Err(format!("score {i} = {v:e} overflows the chosen precision"))
             } else {
                 Ok(t)
             }
@@ -172,6 +173,9 @@ fn run_loss<T: Scalar + Serialize>(loss: &AnyLoss, samples: &[Sample]) -> Result
             })
             .map_err(|e| format!("line {}: {e}", s.line))
         })
+        .collect::<Vec<Result<String, String>>>()
+        .into_iter()
+        // The first failing line in input order, whichever thread found it.
         .collect::<Result<Vec<String>, String>>()?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for line in lines {

@@ -440,17 +440,38 @@ mod tests {
     fn fast_path_matches_prefix_suffix_including_unstable_weights() {
         let cases: Vec<(Vec<f64>, usize)> = vec![
             ((0..50).map(|i| 1.0 / (1.0 + i as f64)).collect(), 3),
-            ((0..50).map(|i| if i % 17 == 0 { 1.0 } else { 1e-9 }).collect(), 4),
-            ((0..30).map(|i| if i < 4 { 1.0 } else { 1e-3 * i as f64 }).collect(), 5),
+            (
+                (0..50)
+                    .map(|i| if i % 17 == 0 { 1.0 } else { 1e-9 })
+                    .collect(),
+                4,
+            ),
+            (
+                (0..30)
+                    .map(|i| if i < 4 { 1.0 } else { 1e-3 * i as f64 })
+                    .collect(),
+                5,
+            ),
             (vec![1.0; 40], 30),
             (vec![1.0; 9], 8),
-            ((0..200).map(|i| ((i * 7919) % 101) as f64 / 101.0 + 1e-3).collect(), 10),
+            (
+                (0..200)
+                    .map(|i| ((i * 7919) % 101) as f64 / 101.0 + 1e-3)
+                    .collect(),
+                10,
+            ),
             ((0..70).map(|i| (-(i as f64) * 0.5).exp()).collect(), 20),
         ];
         for (w, k) in cases {
-            let mut fast = FastScratch { weights: w.clone(), ..Default::default() };
+            let mut fast = FastScratch {
+                weights: w.clone(),
+                ..Default::default()
+            };
             fast.forward(k);
-            let mut exact = PolyScratch::<f64> { weights: w.clone(), ..Default::default() };
+            let mut exact = PolyScratch::<f64> {
+                weights: w.clone(),
+                ..Default::default()
+            };
             exact.forward(k);
             for j in 0..=k {
                 assert!((fast.full[j] - exact.full[j]).abs() <= 1e-13 * exact.full[j]);
@@ -460,7 +481,10 @@ mod tests {
             let mut got = vec![(f64::NAN, f64::NAN); w.len()];
             fast.inclusion(k, |i, a, b| got[i] = (a, b));
             for (i, (g, e)) in got.iter().zip(&want).enumerate() {
-                assert!((g.0 - e.0).abs() <= 1e-13 && (g.1 - e.1).abs() <= 1e-13, "k={k} i={i}");
+                assert!(
+                    (g.0 - e.0).abs() <= 1e-13 && (g.1 - e.1).abs() <= 1e-13,
+                    "k={k} i={i}"
+                );
             }
         }
     }

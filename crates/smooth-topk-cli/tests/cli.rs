@@ -1,0 +1,214 @@
+//! The `smooth-topk` binary end to end: outputs agree with the library, errors are one line
+//! naming the input line, and the bench writes its JSON records.
+
+use smooth_topk::{Loss, SmoothTopkSvm};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_smooth-topk"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn loss_lines_round_trip_and_match_the_library() {
+    let input = "{\"scores\": [2.0, 0.5, 1.0, -1.0], \"label\": 2}\n\n\
+                 {\"scores\": [0.1, 3.0, 0.2, 7.5, -2.25, 1e-3], \"label\": 5}\n";
+    let o = run(
+        &[
+            "loss",
+            "--k",
+            "2",
+            "--tau",
+            "0.5",
+            "--alpha",
+            "1",
+            "--precision",
+            "f64",
+        ],
+        input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let loss = SmoothTopkSvm::new(2, 0.5, 1.0).unwrap();
+    let rows: [(&[f64], usize); 2] = [
+        (&[2.0, 0.5, 1.0, -1.0], 2),
+        (&[0.1, 3.0, 0.2, 7.5, -2.25, 1e-3], 5),
+    ];
+    for ((scores, label), line) in rows.iter().zip(&lines) {
+        let n = scores.len();
+        let mut l = [0.0];
+        let mut g = vec![0.0; n];
+        loss.loss_and_grad_per_sample(scores, &[*label], n, &mut l, &mut g)
+            .unwrap();
+        // Printed with round-trip precision: parsing gives back the exact f64.
+        assert_eq!(line["loss"].as_f64().unwrap(), l[0]);
+        let got: Vec<f64> = line["grad"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(got, g);
+    }
+    // float32 output parses back to the f32 results exactly.
+    let o = run(&["loss", "--k", "2", "--tau", "0.5"], input);
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&o).lines().next().unwrap()).unwrap();
+    let s32 = [2.0f32, 0.5, 1.0, -1.0];
+    let mut l = [0.0f32];
+    let mut g = [0.0f32; 4];
+    loss.loss_and_grad_per_sample(&s32, &[2], 4, &mut l, &mut g)
+        .unwrap();
+    assert_eq!(first["loss"].as_f64().unwrap() as f32, l[0]);
+    assert_eq!(first["grad"][1].as_f64().unwrap() as f32, g[1]);
+}
+
+#[test]
+fn csv_input_and_other_losses() {
+    let o = run(
+        &[
+            "loss",
+            "--format",
+            "csv",
+            "--loss",
+            "hard-svm",
+            "--k",
+            "2",
+            "--precision",
+            "f64",
+        ],
+        "2,2,0.5,1,-1\n",
+    );
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o).trim(),
+        "{\"loss\":0.75,\"grad\":[0.0,0.5,-0.5,0.0]}"
+    );
+    let o = run(
+        &["loss", "--loss", "ce", "--precision", "f64"],
+        "{\"scores\":[0,0],\"label\":0}",
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!((v["loss"].as_f64().unwrap() - std::f64::consts::LN_2).abs() < 1e-15);
+}
+
+#[test]
+fn errors_are_one_line_naming_the_input_line() {
+    let cases: [(&[&str], &str, &str); 7] = [
+        (
+            &["loss"],
+            "{\"scores\":[1,2,3,4,5,6],\"label\":0}\n{\"scores\":[1,2,3,4,5,6],\"label\":9}\n{\"scores\":[1],\"label\":0}\n",
+            "line 2: label 9 is out of range",
+        ),
+        (
+            &["loss", "--k", "3"],
+            "{\"scores\":[1,2,3],\"label\":0}\n",
+            "line 1: 3 scores is too few",
+        ),
+        (
+            &["loss"],
+            "{\"scores\":[1,2,3,4,5,6],\"label\":0}\nnot json\n",
+            "line 2: invalid JSON sample",
+        ),
+        (&["loss", "--tau", "0"], "", "tau = 0 is invalid"),
+        (&["loss", "--alpha", "-1"], "", "alpha = -1 is invalid"),
+        (&["loss"], "\n", "no samples in input"),
+        (
+            &["metrics", "--k", "2"],
+            "{\"scores\":[1e39,2],\"label\":0}\n{\"scores\":[1],\"label\":3}",
+            "line 2: label 3 is out of range",
+        ),
+    ];
+    for (args, input, want) in cases {
+        let o = run(args, input);
+        assert!(!o.status.success(), "{args:?}");
+        let err = stderr(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err} lacks {want}");
+        assert!(stdout(&o).is_empty(), "nothing is printed half-way");
+    }
+    let o = run(&["loss"], "{\"scores\":[1e39,2,3,4,5,6],\"label\":0}");
+    assert!(
+        stderr(&o).contains("line 1: score 0 = 1e39 overflows"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn metrics_report_top_k_accuracy() {
+    let input = "{\"scores\": [2.0, 0.5, 1.0, -1.0], \"label\": 2}\n{\"scores\": [0.1, 3.0, 0.2], \"label\": 1}\n";
+    let o = run(&["metrics", "--k", "3", "--json"], input);
+    assert!(o.status.success());
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["samples"], 2);
+    let acc: Vec<f64> = v["topk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["accuracy"].as_f64().unwrap())
+        .collect();
+    assert_eq!(acc, vec![0.5, 1.0, 1.0]);
+}
+
+#[test]
+fn bench_prints_tables_and_json_records() {
+    let path = std::env::temp_dir().join(format!("smooth-topk-bench-{}.json", std::process::id()));
+    let o = run(
+        &[
+            "bench",
+            "--batch",
+            "8",
+            "--n",
+            "20,50",
+            "--tau",
+            "1",
+            "--min-time-ms",
+            "1",
+            "--threads",
+            "2",
+            "--json",
+            path.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("smooth-svm") && out.contains("stability"));
+    let records: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    std::fs::remove_file(&path).ok();
+    // 2 n x 2 thread counts x 3 losses x 2 passes.
+    assert_eq!(records.len(), 24);
+    for r in &records {
+        assert!(["smooth-svm", "hard-svm", "ce"].contains(&r["loss"].as_str().unwrap()));
+        assert!(["forward", "forward+backward"].contains(&r["pass"].as_str().unwrap()));
+        assert!(r["median_ms"].as_f64().unwrap() > 0.0);
+        assert_eq!(r["batch"], 8);
+    }
+}
