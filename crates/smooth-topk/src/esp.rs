@@ -146,6 +146,10 @@ impl<T: PolyNum> PolyScratch<T> {
 /// run at its throughput.
 const LANES: usize = 4;
 
+/// Up to this many unstable weights, [`FastScratch::inclusion`] forms their leave-one-out
+/// polynomials directly instead of by the blocked prefix/suffix pass.
+const DIRECT_MAX: usize = 12;
+
 /// Buffers of the fast `f64` path: the forward pass, the upward leave-one-out recursion, and the
 /// exact prefix/suffix pass over the few weights where that recursion would not be stable.
 #[derive(Debug, Default, Clone)]
@@ -303,6 +307,28 @@ impl FastScratch {
             &mut self.tmp,
             &mut self.rest,
         );
+        if self.unstable.len() <= DIRECT_MAX {
+            // Few unstable weights (the usual case): multiply the other unstable factors onto
+            // the stable polynomial directly, O(u^2 k) with u < 2k.
+            self.tmp.clear();
+            self.tmp.extend_from_slice(&self.rest);
+            for &i in &self.unstable {
+                multiply_linear(&mut self.tmp, self.weights[i]);
+            }
+            let (inv_k, inv_k1) = (1.0 / self.tmp[k], 1.0 / self.tmp[k - 1]);
+            let loo = &mut self.lanes;
+            for &i in &self.unstable {
+                loo.clear();
+                loo.extend_from_slice(&self.rest[..k]);
+                for &j in self.unstable.iter().filter(|&&j| j != i) {
+                    multiply_linear(loo, self.weights[j]);
+                }
+                let w = self.weights[i];
+                let p_k1 = if k >= 2 { w * loo[k - 2] * inv_k1 } else { 0.0 };
+                sink(i, w * loo[k - 1] * inv_k, p_k1);
+            }
+            return;
+        }
         self.exact.weights.clear();
         self.exact
             .weights

@@ -43,3 +43,8 @@ pub use loss::{Loss, Reduction, Workspace};
 pub use metrics::{label_rank, topk_accuracy, topk_correct};
 pub use scalar::Scalar;
 pub use smooth_svm::SmoothTopkSvm;
+
+/// The README's Rust example is compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
