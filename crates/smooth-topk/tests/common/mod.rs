@@ -147,15 +147,15 @@ pub fn loss_err(got: f64, want: f64) -> f64 {
     (got - want).abs() / want.abs().max(1e-30)
 }
 
-/// `max|g - g*| / max|g*|` (absolute when g* is all zero). Gradients that are themselves
-/// subnormal cannot be resolved below a few subnormal spacings, which are forgiven.
-pub fn grad_err(got: &[f64], want: &[f64]) -> f64 {
+/// `max|g - g*| / max|g*|` (absolute when g* is all zero), forgiving `slack` of absolute error:
+/// gradients that are themselves subnormal cannot be resolved below a few subnormal spacings.
+fn grad_err_with_slack(got: &[f64], want: &[f64], slack: f64) -> f64 {
     let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let diff = got
         .iter()
         .zip(want)
         .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    let diff = (diff - 1e-321).max(0.0);
+    let diff = (diff - slack).max(0.0);
     if scale == 0.0 {
         diff
     } else {
@@ -163,15 +163,14 @@ pub fn grad_err(got: &[f64], want: &[f64]) -> f64 {
     }
 }
 
-/// Like [`grad_err`] for float32 results: an f32 gradient cannot resolve entries below its
-/// subnormal spacing (1.4e-45), so that much absolute error is forgiven.
+/// Gradient error of an f64 result (see [`grad_err_with_slack`]).
+pub fn grad_err(got: &[f64], want: &[f64]) -> f64 {
+    grad_err_with_slack(got, want, 1e-321)
+}
+
+/// Gradient error of an f32 result, whose subnormal spacing is 1.4e-45.
 pub fn grad_err_f32(got: &[f64], want: &[f64]) -> f64 {
-    let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0.0f64, |m, (a, b)| m.max((a - b).abs()));
-    (diff - 2e-45).max(0.0) / scale.max(1e-300)
+    grad_err_with_slack(got, want, 2e-45)
 }
 
 /// A small deterministic generator (SplitMix64) so the references need no extra crate.
