@@ -89,6 +89,18 @@ fn loss_lines_round_trip_and_match_the_library() {
 }
 
 #[test]
+fn f64_scores_are_parsed_exactly() {
+    // The hard top-1 loss with alpha = 0 returns s_other - s_y: the parsed value itself. The
+    // default serde_json float parser is off by one ulp on inputs like this one.
+    let o = run(
+        &["loss", "--loss", "hard-svm", "--k", "1", "--alpha", "0", "--precision", "f64"],
+        "{\"scores\": [42.247710745128316, 0], \"label\": 1}",
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["loss"].as_f64().unwrap(), 42.247710745128316);
+}
+
+#[test]
 fn csv_input_and_other_losses() {
     let o = run(
         &[
