@@ -2,12 +2,13 @@
 //! the same random scores, single thread and all threads, as medians and ratios measured in one
 //! run; then the float32-against-float64 error of the smooth loss over score scales.
 
-use crate::losses::{AnyLoss, LossName};
+use crate::losses::{self, LossName};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::Serialize;
+use smooth_topk::AnyLoss;
 use smooth_topk::{Loss, SmoothTopkSvm};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -97,12 +98,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     }
     let mut setups = vec![Setup {
         name: LossName::Ce,
-        loss: AnyLoss::new(LossName::Ce, args.k, 1.0, args.alpha, false)
+        loss: losses::build(LossName::Ce, args.k, 1.0, args.alpha, false)
             .map_err(|e| e.to_string())?,
         tau: None,
     }];
     for &tau in &args.tau {
-        let loss = AnyLoss::new(LossName::SmoothSvm, args.k, tau, args.alpha, false)
+        let loss = losses::build(LossName::SmoothSvm, args.k, tau, args.alpha, false)
             .map_err(|e| e.to_string())?;
         setups.push(Setup {
             name: LossName::SmoothSvm,
@@ -110,7 +111,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             tau: Some(tau),
         });
     }
-    let hard = AnyLoss::new(LossName::HardSvm, args.k, 1.0, args.alpha, false)
+    let hard = losses::build(LossName::HardSvm, args.k, 1.0, args.alpha, false)
         .map_err(|e| e.to_string())?;
     setups.push(Setup {
         name: LossName::HardSvm,

@@ -9,9 +9,10 @@ mod losses;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use input::{read_samples, InputFormat, Sample};
-use losses::{AnyLoss, LossName};
+use losses::LossName;
 use rayon::prelude::*;
 use serde::Serialize;
+use smooth_topk::AnyLoss;
 use smooth_topk::{Loss, Scalar, TopkError};
 use std::io::Write;
 use std::path::PathBuf;
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
             precision,
             format,
             reference_hard_switch,
-        } => AnyLoss::new(loss, k, tau, alpha, reference_hard_switch)
+        } => losses::build(loss, k, tau, alpha, reference_hard_switch)
             .map_err(|e| e.to_string())
             .and_then(|l| {
                 let samples = read_samples(input::open(file.as_deref())?, format)?;

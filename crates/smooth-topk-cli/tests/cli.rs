@@ -93,7 +93,17 @@ fn f64_scores_are_parsed_exactly() {
     // The hard top-1 loss with alpha = 0 returns s_other - s_y: the parsed value itself. The
     // default serde_json float parser is off by one ulp on inputs like this one.
     let o = run(
-        &["loss", "--loss", "hard-svm", "--k", "1", "--alpha", "0", "--precision", "f64"],
+        &[
+            "loss",
+            "--loss",
+            "hard-svm",
+            "--k",
+            "1",
+            "--alpha",
+            "0",
+            "--precision",
+            "f64",
+        ],
         "{\"scores\": [42.247710745128316, 0], \"label\": 1}",
     );
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();

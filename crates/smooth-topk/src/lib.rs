@@ -24,6 +24,7 @@
 //! # Ok::<(), smooth_topk::TopkError>(())
 //! ```
 
+mod any_loss;
 mod config;
 mod cross_entropy;
 mod error;
@@ -35,6 +36,7 @@ mod number;
 mod scalar;
 mod smooth_svm;
 
+pub use any_loss::AnyLoss;
 pub use cross_entropy::CrossEntropy;
 pub use error::{Result, TopkError};
 pub use esp::log_elementary_symmetric;

@@ -1,0 +1,226 @@
+//! The burn op on the Flex CPU backend against the numeric core, finite differences and the
+//! upstream-gradient contract.
+
+use burn::nn::loss::Reduction;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use smooth_topk::{Loss, SmoothTopkSvm};
+use smooth_topk_burn::{
+    topk_loss_per_sample, AnyLoss, HardTopkSvmLossConfig, SmoothTopkSvmLossConfig, TopkError,
+};
+
+/// Deterministic pseudo-random scores (SplitMix64 into roughly N(0, scale^2) by summing
+/// uniforms), so the test needs no extra crate.
+fn scores(len: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut state = seed;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32
+    };
+    (0..len)
+        .map(|_| scale * ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 1.7)
+        .collect()
+}
+
+fn labels(batch: usize, n: usize, seed: u64) -> Vec<i64> {
+    (0..batch)
+        .map(|b| ((b as u64 * 7919 + seed * 31) % n as u64) as i64)
+        .collect()
+}
+
+fn to_vec(t: Tensor<2>) -> Vec<f32> {
+    t.into_data().try_to_vec_as::<f32>().unwrap()
+}
+
+#[test]
+fn loss_and_gradient_equal_the_core() {
+    let device = Device::flex().autodiff();
+    for &n in &[10usize, 100, 1000] {
+        for &k in &[1usize, 2, 5] {
+            for &tau in &[0.1, 1.0, 5.0] {
+                let batch = 6;
+                let x = scores(batch * n, (n * 31 + k) as u64, 2.0);
+                let y = labels(batch, n, k as u64);
+                let logits =
+                    Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), &device)
+                        .require_grad();
+                let targets =
+                    Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+                let loss = SmoothTopkSvmLossConfig::new()
+                    .with_k(k)
+                    .with_tau(tau)
+                    .init()
+                    .unwrap();
+                let value = loss.forward(logits.clone(), targets);
+                let got_loss = value.clone().into_data().try_to_vec_as::<f32>().unwrap()[0];
+                let grads = value.backward();
+                let got_grad = to_vec(logits.grad(&grads).unwrap());
+
+                let core = SmoothTopkSvm::new(k, tau, 1.0).unwrap();
+                let yu: Vec<usize> = y.iter().map(|&v| v as usize).collect();
+                let (want_loss, want_grad) = core
+                    .loss_and_grad(&x, &yu, n, smooth_topk::Reduction::Mean)
+                    .unwrap();
+                assert!(
+                    (f64::from(got_loss) - want_loss).abs() <= 1e-6 * want_loss.abs().max(1.0),
+                    "n={n} k={k} tau={tau}: {got_loss} vs {want_loss}"
+                );
+                for (a, b) in got_grad.iter().zip(&want_grad) {
+                    assert!((a - b).abs() <= 1e-6, "n={n} k={k} tau={tau}: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn gradient_matches_finite_differences_of_the_op() {
+    let device = Device::flex().autodiff();
+    let (batch, n, k) = (2usize, 7usize, 3usize);
+    let x = scores(batch * n, 5, 1.0);
+    let y = labels(batch, n, 3);
+    let loss = SmoothTopkSvmLossConfig::new()
+        .with_k(k)
+        .with_tau(0.7)
+        .init()
+        .unwrap();
+    let plain = device.clone().inner();
+    let eval = |v: &[f32]| -> f64 {
+        let logits = Tensor::<2>::from_data(TensorData::new(v.to_vec(), [batch, n]), &plain);
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &plain);
+        f64::from(
+            loss.forward(logits, targets)
+                .into_data()
+                .try_to_vec_as::<f32>()
+                .unwrap()[0],
+        )
+    };
+    let logits =
+        Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), &device).require_grad();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+    let grads = loss.forward(logits.clone(), targets).backward();
+    let g = to_vec(logits.grad(&grads).unwrap());
+    let h = 1e-2f32;
+    for i in 0..batch * n {
+        let (mut p, mut m) = (x.clone(), x.clone());
+        p[i] += h;
+        m[i] -= h;
+        let fd = (eval(&p) - eval(&m)) / (2.0 * f64::from(h));
+        assert!(
+            (fd - f64::from(g[i])).abs() < 2e-4,
+            "entry {i}: fd {fd} vs {}",
+            g[i]
+        );
+    }
+}
+
+#[test]
+fn upstream_gradient_and_reductions_are_honoured() {
+    let device = Device::flex().autodiff();
+    let (batch, n) = (4usize, 12usize);
+    let x = scores(batch * n, 9, 1.5);
+    let y = labels(batch, n, 1);
+    let make = || {
+        (
+            Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), &device).require_grad(),
+            Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device),
+        )
+    };
+    let core = AnyLoss::from(SmoothTopkSvm::new(5, 1.0, 1.0).unwrap());
+    // Weighted sum of per-sample losses: row b of the gradient scales by w_b.
+    let weights = [0.5f32, -2.0, 0.0, 3.0];
+    let (logits, targets) = make();
+    let per_sample = topk_loss_per_sample(logits.clone(), targets, core).unwrap();
+    let w = Tensor::<1>::from_data(TensorData::new(weights.to_vec(), [batch]), &device);
+    let g_weighted = to_vec(logits.grad(&(per_sample * w).sum().backward()).unwrap());
+    let (logits, targets) = make();
+    let per_sample = topk_loss_per_sample(logits.clone(), targets, core).unwrap();
+    let g_plain = to_vec(logits.grad(&per_sample.sum().backward()).unwrap());
+    for b in 0..batch {
+        for i in 0..n {
+            let (a, p) = (g_weighted[b * n + i], g_plain[b * n + i]);
+            assert!((a - weights[b] * p).abs() <= 1e-6, "b={b} i={i}");
+        }
+    }
+    // Mean is Sum / batch.
+    let grad_of = |reduction: Reduction| {
+        let (logits, targets) = make();
+        let loss = SmoothTopkSvmLossConfig::new()
+            .with_reduction(reduction)
+            .init()
+            .unwrap();
+        to_vec(
+            logits
+                .grad(&loss.forward(logits.clone(), targets).backward())
+                .unwrap(),
+        )
+    };
+    let (mean, sum) = (grad_of(Reduction::Mean), grad_of(Reduction::Sum));
+    for (m, s) in mean.iter().zip(&sum) {
+        assert!((m * batch as f32 - s).abs() <= 1e-6);
+    }
+    assert_eq!(sum, g_plain);
+}
+
+#[test]
+fn hard_loss_and_plain_backend_work() {
+    let device = Device::flex();
+    let logits = Tensor::<2>::from_floats([[5.0, 1.0, 1.0, 1.0, 0.0]], &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![4i64], [1]), &device);
+    let hard = HardTopkSvmLossConfig::new().with_k(2).init().unwrap();
+    let v = hard
+        .forward(logits.clone(), targets.clone())
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    assert_eq!(v, vec![1.5]);
+    let smooth = SmoothTopkSvmLossConfig::new().with_k(2).init().unwrap();
+    let per = smooth
+        .forward_per_sample(logits, targets)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    assert!(per[0] > 0.0 && per[0].is_finite());
+}
+
+#[test]
+fn invalid_configurations_and_shapes_are_errors_not_panics() {
+    assert_eq!(
+        SmoothTopkSvmLossConfig::new().with_k(0).init().unwrap_err(),
+        TopkError::ZeroK
+    );
+    assert_eq!(
+        SmoothTopkSvmLossConfig::new()
+            .with_tau(-1.0)
+            .init()
+            .unwrap_err(),
+        TopkError::InvalidTau(-1.0)
+    );
+    assert_eq!(
+        HardTopkSvmLossConfig::new()
+            .with_alpha(-0.5)
+            .init()
+            .unwrap_err(),
+        TopkError::InvalidAlpha(-0.5)
+    );
+    let device = Device::flex();
+    let logits = Tensor::<2>::from_floats([[1.0, 2.0, 3.0]], &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64], [1]), &device);
+    let loss = SmoothTopkSvmLossConfig::new().init().unwrap(); // k = 5 > n - 1
+    assert_eq!(
+        loss.try_forward(logits.clone(), targets).unwrap_err(),
+        TopkError::TooFewClasses { n: 3, min: 6 }
+    );
+    let two = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1], [2]), &device);
+    let k1 = SmoothTopkSvmLossConfig::new().with_k(1).init().unwrap();
+    assert_eq!(
+        k1.try_forward(logits, two).unwrap_err(),
+        TopkError::ShapeMismatch {
+            what: "targets",
+            got: 2,
+            expected: 1
+        }
+    );
+}
