@@ -10,6 +10,8 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+#[cfg(feature = "cube")]
+use burn::backend::fusion::custom::TensorSpec;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, DType, Flex};
 use burn::backend::{TensorData, TensorMetadata};
@@ -17,10 +19,12 @@ use burn::tensor::{read_sync, Shape};
 use smooth_topk::{AnyLoss, Loss, Scalar};
 
 /// Backends that evaluate the top-k losses. Implemented for Flex (the numeric core on host
-/// buffers) and for `Autodiff` over any of them.
-#[backend_extension(Autodiff, Flex)]
+/// buffers), for the CubeCL backends with feature `cube` (the fused kernel on device buffers,
+/// through `Fusion` as burn wraps them), and for `Autodiff` over any of them.
+#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "cube"), Fusion: cfg(feature = "cube"))]
 pub trait TopkLossBackend: Backend {
     /// Per-sample losses `[batch]` of `logits [batch, n]` against `targets [batch]`.
+    #[fusion(dtype = logits, shape = Shape::new([logits[0]]))]
     fn topk_loss(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
@@ -28,6 +32,10 @@ pub trait TopkLossBackend: Backend {
     ) -> FloatTensor<Self>;
 
     /// Per-sample losses `[batch]` and the gradient of each sample's loss `[batch, n]`.
+    #[fusion(meta = |logits, _targets, _loss| (
+        TensorSpec::new(Shape::new([logits.shape[0]]), logits.dtype),
+        logits.clone(),
+    ))]
     fn topk_loss_and_grad(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,

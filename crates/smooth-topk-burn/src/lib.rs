@@ -25,6 +25,10 @@
 //! `LossMetric` work as they are with `ClassificationOutput`.
 
 mod backend;
+#[cfg(feature = "cube")]
+mod gpu;
+#[cfg(feature = "cube")]
+mod kernel;
 mod loss;
 
 pub use backend::TopkLossBackend;

@@ -55,6 +55,25 @@ pub(crate) fn kth_largest_excluding<T: Scalar>(
     *kth
 }
 
+/// `alpha + (kth - s_y) / k`, rounded once: the subtraction, division and addition each leave a
+/// rounding error that is recovered exactly (two-sum, and an fma for the division remainder) and
+/// added back, so a result that nearly cancels (`alpha` against `(kth - s_y) / k`) keeps full
+/// relative precision instead of inheriting the rounding of the larger terms.
+fn margin_violation(alpha: f64, kth: f64, s_y: f64, k: f64) -> f64 {
+    let two_sum = |a: f64, b: f64| {
+        let s = a + b;
+        let bb = s - a;
+        (s, (a - (s - bb)) + (b - bb))
+    };
+    let (d, d_err) = two_sum(kth, -s_y);
+    let q = d / k;
+    // d = q k + rem exactly; (rem + d_err) / k is the part of (kth - s_y) / k that q misses.
+    let rem = (-q).mul_add(k, d);
+    let q_err = (rem + d_err) / k;
+    let (s, s_err) = two_sum(alpha, q);
+    s + (s_err + q_err)
+}
+
 impl Loss for HardTopkSvm {
     fn min_classes(&self) -> usize {
         self.k + 1
@@ -70,7 +89,7 @@ impl Loss for HardTopkSvm {
         let k = self.k;
         let s_y = scores[label].to_f64();
         let kth = kth_largest_excluding(scores, label, k, &mut ws.values);
-        let loss = (self.alpha + (kth - s_y) / k as f64).max(0.0);
+        let loss = margin_violation(self.alpha, kth, s_y, k as f64).max(0.0);
         if let Some(g) = grad {
             g.iter_mut().for_each(|v| *v = T::from_f64(0.0));
             if loss > 0.0 {
@@ -89,5 +108,27 @@ impl Loss for HardTopkSvm {
             }
         }
         loss
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn margin_violation_is_correctly_rounded_when_terms_cancel() {
+        // alpha + (kth - s_y) / 3 with alpha ~ -(kth - s_y)/3: exact value from integers.
+        let (alpha, kth, s_y) = (0.7268623777801726f64, 0.1, 2.2);
+        let got = margin_violation(alpha, kth, s_y, 3.0);
+        // Reference in exact rational arithmetic on the binary values, via i128 scaling by 2^60.
+        let scale = (1u128 << 60) as f64;
+        let to_int = |v: f64| (v * scale) as i128; // exact: these values have < 60 fraction bits
+        let num = 3 * to_int(alpha) + to_int(kth) - to_int(s_y);
+        let want = num as f64 / (3.0 * scale);
+        assert!(
+            (got - want).abs() <= f64::EPSILON * want.abs(),
+            "{got} vs {want}"
+        );
+        assert_eq!(margin_violation(1.0, 0.5, 0.5, 2.0), 1.0);
     }
 }

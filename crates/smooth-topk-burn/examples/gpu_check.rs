@@ -1,0 +1,229 @@
+//! Device check of the fused CubeCL kernel, in one run:
+//! (a) loss and gradient against the CPU numeric core over n, k, tau and score scales;
+//! (b) median time per call, with warm-up and device synchronisation, for n in
+//!     {100, 1000, 10000, 100000} and batch in {256, 4096}.
+//! PyTorch's cross-entropy on the same shapes is timed by `scripts/torch_ce_bench.py`;
+//! `scripts/gpu_check.sh` runs both.
+//!
+//! `cargo run --release -p smooth-topk-burn --features wgpu --example gpu_check [-- --quick]`
+
+use burn::backend::Dispatch;
+use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor, TensorData};
+use smooth_topk::{AnyLoss, CrossEntropy, Loss, SmoothTopkSvm};
+use smooth_topk_burn::TopkLossBackend;
+use std::time::Instant;
+
+/// SplitMix64 into a standard normal (Box-Muller): deterministic host data for the sweep.
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let u = self.uniform().max(1e-300);
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
+    }
+}
+
+fn device_loss_and_grad(
+    scores: &[f32],
+    labels: &[i64],
+    n: usize,
+    loss: AnyLoss,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let batch = labels.len();
+    let x = Tensor::<2>::from_data(TensorData::new(scores.to_vec(), [batch, n]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [batch]), device);
+    let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+        x.into_dispatch(),
+        y.into_dispatch(),
+        loss,
+    );
+    let l = Tensor::<1>::from_dispatch(l)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    let g = Tensor::<2>::from_dispatch(g)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    (l, g)
+}
+
+/// Max relative loss error and max per-sample gradient error `max|g - g*| / max|g*|`.
+fn errors(n: usize, got: &(Vec<f32>, Vec<f32>), want: &(Vec<f64>, Vec<f64>)) -> (f64, f64, usize) {
+    let mut loss_err = 0f64;
+    let mut grad_err = 0f64;
+    let mut non_finite = 0;
+    for (b, (&l, &w)) in got.0.iter().zip(&want.0).enumerate() {
+        non_finite += usize::from(!l.is_finite());
+        loss_err = loss_err.max((f64::from(l) - w).abs() / w.abs().max(1e-30));
+        let row = |v: &[f32]| {
+            v[b * n..(b + 1) * n]
+                .iter()
+                .map(|&x| f64::from(x))
+                .collect::<Vec<_>>()
+        };
+        let g = row(&got.1);
+        let gw = &want.1[b * n..(b + 1) * n];
+        non_finite += g.iter().filter(|v| !v.is_finite()).count();
+        let scale = gw.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let diff = g
+            .iter()
+            .zip(gw)
+            .fold(0f64, |m, (a, w)| m.max((a - w).abs()));
+        if scale > 0.0 {
+            grad_err = grad_err.max(diff / scale);
+        }
+    }
+    (loss_err, grad_err, non_finite)
+}
+
+fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
+    println!("== accuracy: kernel (f32) against the CPU core (f64 on the same f32 scores) ==");
+    println!(
+        "{:>7} {:>3} {:>6} {:>7} {:>6} {:>12} {:>12} {:>10}",
+        "n", "k", "tau", "scale", "batch", "loss err", "grad err", "non-finite"
+    );
+    let mut rng = Rng(7);
+    let mut worst = 0f64;
+    let ns: &[usize] = if quick {
+        &[10, 1000]
+    } else {
+        &[10, 100, 1000, 10000, 100000]
+    };
+    for &n in ns {
+        for &k in &[1usize, 2, 5, 10] {
+            if k >= n {
+                continue;
+            }
+            for &tau in &[0.1, 1.0, 10.0] {
+                for &scale in &[0.1, 1.0, 10.0, 100.0] {
+                    let batch = (200_000 / n).clamp(2, 16);
+                    let scores: Vec<f32> = (0..batch * n)
+                        .map(|_| (scale * rng.normal()) as f32)
+                        .collect();
+                    let labels: Vec<i64> = (0..batch)
+                        .map(|_| (rng.uniform() * n as f64) as i64)
+                        .collect();
+                    let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
+                    let got = device_loss_and_grad(&scores, &labels, n, loss, device);
+                    let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+                    let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
+                    let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
+                    loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
+                        .unwrap();
+                    let (le, ge, bad) = errors(n, &got, &want);
+                    worst = worst.max(le).max(ge);
+                    if bad > 0 {
+                        worst = f64::INFINITY;
+                    }
+                    println!("{n:>7} {k:>3} {tau:>6} {scale:>7} {batch:>6} {le:>12.2e} {ge:>12.2e} {bad:>10}");
+                }
+            }
+        }
+    }
+    // Cross-entropy through the same kernel.
+    let (n, batch) = (1000, 16);
+    let scores: Vec<f32> = (0..batch * n)
+        .map(|_| (3.0 * rng.normal()) as f32)
+        .collect();
+    let labels: Vec<i64> = (0..batch)
+        .map(|_| (rng.uniform() * n as f64) as i64)
+        .collect();
+    let got = device_loss_and_grad(&scores, &labels, n, CrossEntropy.into(), device);
+    let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+    let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
+    let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
+    CrossEntropy
+        .loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
+        .unwrap();
+    let (le, ge, bad) = errors(n, &got, &want);
+    println!("cross-entropy n={n}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
+    worst = worst.max(le).max(ge);
+    println!("max error over the sweep: {worst:.2e}");
+    worst
+}
+
+fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..3 {
+        f();
+    }
+    device.sync().unwrap();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            device.sync().unwrap();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[reps / 2]
+}
+
+fn timings(device: &Device, quick: bool) {
+    println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");
+    println!(
+        "{:>7} {:>6} {:>12} {:>14} {:>14}",
+        "n", "batch", "svm fwd", "svm fwd+bwd", "ce fwd+bwd"
+    );
+    let ns: &[usize] = if quick {
+        &[1000]
+    } else {
+        &[100, 1000, 10000, 100000]
+    };
+    for &n in ns {
+        for &batch in &[256usize, 4096] {
+            let x = Tensor::<2>::random([batch, n], Distribution::Normal(0.0, 1.0), device);
+            let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, n as f64), device);
+            let svm: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
+            let ce: AnyLoss = CrossEntropy.into();
+            let reps = if batch * n >= 100_000_000 { 10 } else { 30 };
+            let fwd = median_ms(device, reps, || {
+                let l = <Dispatch as TopkLossBackend>::topk_loss(
+                    x.clone().into_dispatch(),
+                    y.clone().into_dispatch(),
+                    svm,
+                );
+                drop(l);
+            });
+            let both = |loss: AnyLoss| {
+                median_ms(device, reps, || {
+                    let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+                        x.clone().into_dispatch(),
+                        y.clone().into_dispatch(),
+                        loss,
+                    );
+                    drop(out);
+                })
+            };
+            let (svm_both, ce_both) = (both(svm), both(ce));
+            println!("{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4}");
+            println!(
+                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both}}}"
+            );
+        }
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let t = Instant::now();
+    let worst = accuracy_sweep(&device, quick);
+    println!("accuracy sweep took {:.1} s", t.elapsed().as_secs_f64());
+    if !std::env::args().any(|a| a == "--no-timing") {
+        timings(&device, quick);
+    }
+    if worst > 1e-5 {
+        eprintln!("FAILED: max error {worst:.2e} exceeds 1e-5");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,100 @@
+//! The CubeCL backends (CUDA, ROCm, Vulkan/wgpu, Metal, cubecl CPU): the fused kernel of
+//! [`crate::kernel`], launched on device buffers with no host round trip.
+
+use crate::backend::TopkLossBackend;
+use crate::kernel::smooth_topk_svm_kernel;
+use burn::backend::cubecl::dtype_to_storage_type;
+use burn::backend::TensorMetadata;
+use burn::tensor::Shape;
+use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::ops::numeric::empty_device_dtype;
+use burn_cubecl::tensor::CubeTensor;
+use burn_cubecl::CubeBackend;
+use cubecl::prelude::{CubeCount, CubeDim};
+use smooth_topk::AnyLoss;
+
+/// Largest grid extent along x on every runtime (WebGPU's limit).
+const MAX_GRID_X: usize = 65535;
+/// Shared-memory budget for the polynomial reduction, in f32 values (32 KiB).
+const SHARED_VALUES: usize = 8192;
+
+/// `(k, tau, alpha)` of the smooth SVM the kernel evaluates for `loss`.
+fn kernel_parameters(loss: AnyLoss) -> (usize, f64, f64) {
+    match loss {
+        AnyLoss::Smooth(l) => (l.k(), l.tau(), l.alpha()),
+        // Cross-entropy is the smooth top-1 SVM with tau = 1 and no margin.
+        AnyLoss::CrossEntropy(_) => (1, 1.0, 0.0),
+        AnyLoss::Hard(_) => panic!(
+            "smooth-topk: the hard top-k SVM has no CubeCL kernel yet; use the smooth loss \
+             with a small tau, or a CPU backend"
+        ),
+    }
+}
+
+/// Units per cube: a power of two, about a quarter of the classes (so each unit has a few),
+/// at least 32, at most 256, and small enough that the reduction fits in shared memory.
+fn cube_dim_for(n: usize, k: usize) -> usize {
+    let wanted = (n / 4).next_power_of_two().clamp(32, 256);
+    let fits = (SHARED_VALUES / (k + 1)).max(1);
+    let fits = 1usize << (usize::BITS - 1 - fits.leading_zeros());
+    wanted.min(fits)
+}
+
+fn launch(
+    logits: CubeTensor,
+    targets: CubeTensor,
+    loss: AnyLoss,
+    with_grad: bool,
+) -> (CubeTensor, Option<CubeTensor>) {
+    let (k, tau, alpha) = kernel_parameters(loss);
+    let scores = into_contiguous(logits);
+    let targets = into_contiguous(targets);
+    let [batch, n] = scores.shape().dims::<2>();
+    let (client, device, dtype) = (scores.client.clone(), scores.device.clone(), scores.dtype);
+    let losses = empty_device_dtype(client.clone(), device.clone(), Shape::new([batch]), dtype);
+    // Without a gradient the kernel never touches `grad`; a one-element stand-in fills the slot.
+    let grad_shape = if with_grad {
+        Shape::new([batch, n])
+    } else {
+        Shape::new([1, 1])
+    };
+    let grad = empty_device_dtype(client.clone(), device, grad_shape, dtype);
+    let cube_dim = cube_dim_for(n, k);
+    let grid_x = batch.min(MAX_GRID_X);
+    let grid_y = batch.div_ceil(MAX_GRID_X);
+    let target_dtype = targets.dtype;
+    smooth_topk_svm_kernel::launch(
+        &client,
+        CubeCount::Static(grid_x as u32, grid_y as u32, 1),
+        CubeDim::new_1d(cube_dim as u32),
+        scores.into_tensor_arg(),
+        targets.into_tensor_arg(),
+        losses.clone().into_tensor_arg(),
+        grad.clone().into_tensor_arg(),
+        tau as f32,
+        alpha as f32,
+        k,
+        cube_dim,
+        with_grad,
+        [
+            dtype_to_storage_type(dtype),
+            dtype_to_storage_type(target_dtype),
+        ],
+    );
+    (losses, with_grad.then_some(grad))
+}
+
+impl TopkLossBackend for CubeBackend {
+    fn topk_loss(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss) -> CubeTensor {
+        launch(logits, targets, loss, false).0
+    }
+
+    fn topk_loss_and_grad(
+        logits: CubeTensor,
+        targets: CubeTensor,
+        loss: AnyLoss,
+    ) -> (CubeTensor, CubeTensor) {
+        let (losses, grad) = launch(logits, targets, loss, true);
+        (losses, grad.expect("gradient requested"))
+    }
+}

@@ -1,0 +1,142 @@
+//! The fused CubeCL kernel against the numeric core, on whatever wgpu adapter the machine has
+//! (Mesa's lavapipe software Vulkan on a CPU-only machine: `apt-get install mesa-vulkan-drivers`).
+//! Runs with `cargo test --release -p smooth-topk-burn --features wgpu --test cube`.
+#![cfg(feature = "wgpu")]
+
+use burn::backend::Dispatch;
+use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
+use smooth_topk::{AnyLoss, CrossEntropy, Loss, SmoothTopkSvm};
+use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
+
+fn scores(len: usize, seed: u64, scale: f64) -> Vec<f32> {
+    let mut state = seed;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| (scale * ((0..4).map(|_| uniform()).sum::<f64>() - 2.0) * 1.7) as f32)
+        .collect()
+}
+
+fn check(
+    device: &Device,
+    n: usize,
+    batch: usize,
+    loss: AnyLoss,
+    scale: f64,
+    seed: u64,
+) -> (f64, f64) {
+    let x = scores(batch * n, seed, scale);
+    let y: Vec<i64> = (0..batch)
+        .map(|b| ((b * 7919 + seed as usize) % n) as i64)
+        .collect();
+    let logits = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
+    let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+        logits.clone().into_dispatch(),
+        targets.clone().into_dispatch(),
+        loss,
+    );
+    let l = Tensor::<1>::from_dispatch(l)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    let g = Tensor::<2>::from_dispatch(g)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    let only = <Dispatch as TopkLossBackend>::topk_loss(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+        loss,
+    );
+    let only = Tensor::<1>::from_dispatch(only)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    assert_eq!(only, l, "forward-only and fused launches agree");
+
+    let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
+    let yu: Vec<usize> = y.iter().map(|&v| v as usize).collect();
+    let (mut wl, mut wg) = (vec![0f64; batch], vec![0f64; batch * n]);
+    loss.loss_and_grad_per_sample(&x64, &yu, n, &mut wl, &mut wg)
+        .unwrap();
+    let mut loss_err = 0f64;
+    let mut grad_err = 0f64;
+    for b in 0..batch {
+        assert!(l[b].is_finite());
+        if std::env::var("CUBE_DEBUG").is_ok() {
+            eprintln!("b={b} got {:e} want {:e}", l[b], wl[b]);
+        }
+        loss_err = loss_err.max((f64::from(l[b]) - wl[b]).abs() / wl[b].abs().max(1e-30));
+        let gw = &wg[b * n..(b + 1) * n];
+        let scale = gw.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let diff = g[b * n..(b + 1) * n]
+            .iter()
+            .zip(gw)
+            .fold(0f64, |m, (a, w)| m.max((f64::from(*a) - w).abs()));
+        grad_err = grad_err.max(diff / scale.max(1e-30));
+    }
+    (loss_err, grad_err)
+}
+
+#[test]
+fn kernel_matches_the_core_on_the_wgpu_adapter() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let mut worst = (0f64, 0f64);
+    for &(n, batch) in &[(2usize, 3usize), (7, 5), (100, 6), (1000, 3)] {
+        for &k in &[1usize, 2, 5] {
+            if k >= n {
+                continue;
+            }
+            for &(tau, scale) in &[(1.0, 1.0), (0.1, 3.0), (5.0, 20.0)] {
+                let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
+                let (le, ge) = check(&device, n, batch, loss, scale, (n * 13 + k) as u64);
+                assert!(
+                    le <= 1e-5 && ge <= 1e-5,
+                    "n={n} k={k} tau={tau}: loss {le:e} grad {ge:e}"
+                );
+                worst = (worst.0.max(le), worst.1.max(ge));
+            }
+        }
+    }
+    // k = n - 1 makes every class "unstable" for the upward recursion: the exact path.
+    let loss: AnyLoss = SmoothTopkSvm::new(9, 1.0, 1.0).unwrap().into();
+    let (le, ge) = check(&device, 10, 4, loss, 1.0, 3);
+    assert!(le <= 1e-5 && ge <= 1e-5, "k = n - 1: {le:e} {ge:e}");
+    let (le, ge) = check(&device, 50, 4, CrossEntropy.into(), 4.0, 5);
+    assert!(le <= 1e-5 && ge <= 1e-5, "cross-entropy: {le:e} {ge:e}");
+    eprintln!(
+        "worst loss error {:.2e}, worst gradient error {:.2e}",
+        worst.0, worst.1
+    );
+}
+
+#[test]
+fn autodiff_training_path_runs_on_the_device() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    let x = scores(4 * 30, 11, 2.0);
+    let logits = Tensor::<2>::from_data(TensorData::new(x, [4, 30]), &device).require_grad();
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 5, 29, 7], [4]), &device);
+    let loss = SmoothTopkSvmLossConfig::new()
+        .init()
+        .unwrap()
+        .forward(logits.clone(), targets);
+    let value = loss.clone().into_data().try_to_vec_as::<f32>().unwrap()[0];
+    let grad = logits
+        .grad(&loss.backward())
+        .unwrap()
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    assert!(value.is_finite() && value > 0.0);
+    // Mean reduction: each row of the gradient sums to zero, entries within 1/(k batch).
+    for row in grad.chunks(30) {
+        assert!(row.iter().sum::<f32>().abs() < 1e-6);
+        assert!(row.iter().all(|v| v.abs() <= 1.0 / 20.0 + 1e-6));
+    }
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole GPU device check in one call (see BENCHMARKS.md for how it was run):
+#   1. the fused kernel against the CPU core, then its timings (gpu_check, Vulkan through wgpu);
+#   2. PyTorch cross-entropy on the same shapes, same timing method.
+# Expects, from the repository root: .gpu/gpu_check.xz (the release example binary, built here with
+# `cargo build --release -p smooth-topk-burn --features wgpu --example gpu_check`) and .gl/*.deb
+# (Debian's libvulkan1, since the GPU machine has the NVIDIA driver but no Vulkan loader).
+set -uo pipefail
+for f in .gl/*.deb; do dpkg -x "$f" /; done
+ldconfig
+export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp
+xz -dc .gpu/gpu_check.xz > /tmp/gpu_check && chmod +x /tmp/gpu_check
+out=${OUT:-/tmp}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
+/tmp/gpu_check "$@" 2>&1 | tee "$out/gpu_check.txt"
+status=${PIPESTATUS[0]}
+PYTHONUNBUFFERED=1 python3 scripts/torch_ce_bench.py 2>&1 | tee "$out/torch_ce.txt"
+exit "$status"

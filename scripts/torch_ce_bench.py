@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""PyTorch cross-entropy forward+backward on the shapes of `gpu_check`, timed the same way:
+warm-up, device synchronisation after every call, median of the repetitions.
+
+Run on the GPU machine (torch with CUDA): python3 scripts/torch_ce_bench.py
+"""
+
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def median_ms(fn, reps):
+    for _ in range(3):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append((time.perf_counter() - t) * 1e3)
+    times.sort()
+    return times[reps // 2]
+
+
+def main():
+    dev = torch.device("cuda")
+    gen = torch.Generator(device=dev).manual_seed(0)
+    print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
+    print(f"{'n':>7} {'batch':>6} {'ce fwd':>10} {'ce fwd+bwd':>12}")
+    for n in (100, 1000, 10000, 100000):
+        for batch in (256, 4096):
+            x = torch.randn(batch, n, device=dev, generator=gen).requires_grad_(True)
+            y = torch.randint(0, n, (batch,), device=dev, generator=gen)
+            reps = 10 if batch * n >= 100_000_000 else 30
+
+            def forward():
+                with torch.no_grad():
+                    F.cross_entropy(x, y)
+
+            def forward_backward():
+                x.grad = None
+                F.cross_entropy(x, y).backward()
+
+            fwd = median_ms(forward, reps)
+            both = median_ms(forward_backward, reps)
+            print(f"{n:>7} {batch:>6} {fwd:>10.4f} {both:>12.4f}")
+            print("JSON " + json.dumps({"impl": "torch-cross-entropy", "n": n, "batch": batch,
+                                        "ce_forward_ms": fwd, "ce_forward_backward_ms": both}))
+            del x, y
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
