@@ -1,5 +1,6 @@
 //! Cost of one training step (forward, backward, SGD update) of a small convnet on the Flex CPU
-//! backend, with cross-entropy against the smooth top-5 SVM, and of the loss op alone.
+//! backend (or, built with `--features wgpu` and run with `--wgpu`, on the default GPU), with
+//! cross-entropy against the smooth top-5 SVM, and of the loss op alone.
 //!
 //! The CE and SVM steps alternate, and which of the two goes first alternates too, so that drift
 //! in machine load (other processes, frequency scaling) hits both alike. Each loss trains its own
@@ -227,8 +228,18 @@ fn random_labels(rng: &mut StdRng, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(labels, [BATCH]), device)
 }
 
+/// Flex, or the default wgpu adapter when asked for with `--wgpu` (and compiled in).
+fn device() -> (Device, &'static str) {
+    #[cfg(feature = "wgpu")]
+    if std::env::args().any(|a| a == "--wgpu") {
+        let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        return (gpu.autodiff(), "wgpu (default adapter)");
+    }
+    (Device::flex().autodiff(), "Flex CPU")
+}
+
 fn main() {
-    let device = Device::flex().autodiff();
+    let (device, backend) = device();
     let mut rng = StdRng::seed_from_u64(SEED);
     // A few distinct batches, as in training: repeating one batch lets the network memorise it,
     // and near-zero losses would make the gradients (and the timings) atypical.
@@ -271,8 +282,8 @@ fn main() {
     let ops = Timings::interleaved(LOSS_REPS, &mut loss_alone);
 
     println!(
-        "Flex CPU backend, batch {BATCH}, {CLASSES} classes, {SIDE}x{SIDE}x3 inputs: smooth top-5 \
-         SVM (tau 1, alpha 1) vs cross-entropy, interleaved, medians"
+        "{backend} backend, batch {BATCH}, {CLASSES} classes, {SIDE}x{SIDE}x3 inputs: smooth \
+         top-5 SVM (tau 1, alpha 1) vs cross-entropy, interleaved, medians"
     );
     println!(
         "{:<38} {:>9} {:>9} {:>8} {:>9} {:>10}",
