@@ -1,28 +1,35 @@
 //! The fused CubeCL kernel: one cube (workgroup) per sample computes the smooth top-k SVM loss
 //! and, when asked, its exact gradient, in one launch for the whole batch.
 //!
-//! It follows the numeric core's algorithm (see `smooth_topk`'s `esp.rs`) with every polynomial
-//! coefficient kept as a logarithm, so no score range can overflow or underflow `f32`:
+//! It follows the numeric core's algorithm (see `smooth_topk`'s `esp.rs`):
 //!
 //! 1. `m = max_{i != y} s_i` by a tree reduction in shared memory.
-//! 2. Each unit multiplies the factors `(1 + w_i X)`, `ln w_i = (s_i - m) / (k tau)`, of its
+//! 2. Each unit multiplies the factors `(1 + w_i X)`, `w_i = exp((s_i - m) / (k tau))`, of its
 //!    strided share of the classes (truncated at degree k, in registers); a tree of polynomial
-//!    products in shared memory gives `ln sigma_0..k`.
-//! 3. `ln r = alpha / tau + (m - s_y) / (k tau) + ln sigma_k - ln sigma_{k-1}`,
+//!    products in shared memory gives `sigma_0..k`.
+//! 3. `ln r = alpha / tau + (m - s_y) / (k tau) + ln(sigma_k / sigma_{k-1})`,
 //!    loss `tau softplus(ln r)`.
 //! 4. Gradient: per class, the upward leave-one-out recursion
-//!    `ln L_j = ln sigma_j + ln(1 - P_j(i))`, trusted while every `P_j(i) <= 1/2`. The fewer than
-//!    `2k` classes that fail are listed in shared memory; their leave-one-out polynomials are
-//!    the product of the stable classes' factors (a second tree reduction, run only when the
-//!    list is not empty) and the other listed factors. No series approximation.
+//!    `L_j = sigma_j - w_i L_{j-1}`, trusted while every `P_j(i) <= 1/2`. The fewer than `2k`
+//!    classes that fail are listed in shared memory; their leave-one-out polynomials are the
+//!    product of the stable classes' factors (a second tree reduction, run only when the list is
+//!    not empty) and the other listed factors. No series approximation.
 //!
-//! Cross-entropy is the case `k = 1, tau = 1, alpha = 0`.
+//! Two number systems, chosen per sample (uniformly for the cube): plain `f32` multiply-adds on
+//! the max-scaled weights, as long as `sigma_0..k` stay finite and `sigma_{k-1}, sigma_k` well
+//! inside the normal range; otherwise every coefficient is kept as a logarithm (`log_add` for
+//! sums), which no score range can overflow or underflow, at the cost of an `exp` per
+//! multiply-add. Cross-entropy is the case `k = 1, tau = 1, alpha = 0`.
 
 use cubecl::prelude::*;
 
 /// Stands in for `ln 0`: finite, because WGSL rejects infinite literals, and small enough that
 /// `exp(LOG_ZERO - anything representable) == 0`.
 const LOG_ZERO: f32 = -1.0e30;
+/// The linear pass is accepted when `sigma_{k-1}, sigma_k >= LINEAR_MIN` and every coefficient
+/// is below `LINEAR_MAX`: far enough from f32's limits that rounding, not range, sets the error.
+const LINEAR_MIN: f32 = 1.0e-30;
+const LINEAR_MAX: f32 = 1.0e30;
 
 /// `ln(1 + x)` for `x > -1`, accurate to a few f32 ulps. Shading languages have no `log1p`
 /// (WGSL lowers it to `ln(1 + x)`, which loses all digits of a small `x`), and GPU `ln` is
@@ -52,24 +59,71 @@ fn log_add<F: Float>(a: F, b: F) -> F {
     hi + log1p::<F>((lo - hi).exp())
 }
 
-/// `poly *= (1 + exp(x) X)`, log coefficients, truncated at degree `k`.
+/// The additive identity: 0, or `ln 0` in log space.
 #[cube]
-fn mul_linear<F: Float>(poly: &mut Array<F>, x: F, #[comptime] k: usize) {
-    #[unroll]
-    for t in 0..k {
-        let d = comptime!(k - t);
-        poly[d] = log_add::<F>(poly[d], x + poly[d - 1]);
+fn zero<F: Float>(#[comptime] log: bool) -> F {
+    if comptime!(log) {
+        F::new(LOG_ZERO)
+    } else {
+        F::new(0.0)
     }
 }
 
-/// Sets `poly` to the polynomial 1 in log coefficients.
+/// `acc + a * b` in the number system (`log_add(acc, a + b)` in log space).
 #[cube]
-fn set_log_one<F: Float>(poly: &mut Array<F>, #[comptime] k: usize) {
-    poly[0] = F::new(0.0);
+fn add_product<F: Float>(acc: F, a: F, b: F, #[comptime] log: bool) -> F {
+    if comptime!(log) {
+        log_add::<F>(acc, a + b)
+    } else {
+        acc + a * b
+    }
+}
+
+/// The factor of a class with scaled score `x = (s - m) / (k tau)`: `exp(x)`, or `x` itself
+/// in log space.
+#[cube]
+fn weight<F: Float>(x: F, #[comptime] log: bool) -> F {
+    if comptime!(log) {
+        x
+    } else {
+        x.exp()
+    }
+}
+
+/// `poly *= (1 + w X)`, truncated at degree `k` (highest degree first, so each update reads
+/// the old lower coefficient).
+#[cube]
+fn mul_linear<F: Float>(poly: &mut Array<F>, w: F, #[comptime] k: usize, #[comptime] log: bool) {
+    #[unroll]
+    for t in 0..k {
+        let d = comptime!(k - t);
+        poly[d] = add_product::<F>(poly[d], w, poly[d - 1], log);
+    }
+}
+
+/// Sets `poly` to the polynomial 1.
+#[cube]
+fn set_one<F: Float>(poly: &mut Array<F>, #[comptime] k: usize, #[comptime] log: bool) {
+    poly[0] = if comptime!(log) {
+        F::new(0.0)
+    } else {
+        F::new(1.0)
+    };
     #[unroll]
     for d in 1..comptime!(k + 1) {
-        poly[d] = F::new(LOG_ZERO);
+        poly[d] = zero::<F>(log);
     }
+}
+
+/// Copies the first `k + 1` coefficients of `from` into a new array.
+#[cube]
+fn copy_poly<F: Float>(from: &Array<F>, #[comptime] k: usize) -> Array<F> {
+    let mut to = Array::<F>::new(comptime!(k + 1));
+    #[unroll]
+    for d in 0..comptime!(k + 1) {
+        to[d] = from[d];
+    }
+    to
 }
 
 /// Multiplies the polynomials of all units of the cube (each passes its own `poly`) and writes
@@ -81,6 +135,7 @@ fn cube_product<F: Float>(
     out: &mut Array<F>,
     #[comptime] k: usize,
     #[comptime] cube_dim: usize,
+    #[comptime] log: bool,
 ) {
     let tid = UNIT_POS_X as usize;
     let width = comptime!(k + 1);
@@ -98,10 +153,10 @@ fn cube_product<F: Float>(
             let mut product = Array::<F>::new(width);
             #[unroll]
             for d in 0..width {
-                let mut acc = F::new(LOG_ZERO);
+                let mut acc = zero::<F>(log);
                 #[unroll]
                 for i in 0..comptime!(d + 1) {
-                    acc = log_add::<F>(acc, shared[a + i] + shared[b + d - i]);
+                    acc = add_product::<F>(acc, shared[a + i], shared[b + d - i], log);
                 }
                 product[d] = acc;
             }
@@ -117,6 +172,176 @@ fn cube_product<F: Float>(
         out[d] = shared[d];
     }
     sync_cube();
+}
+
+/// `sigma_0..k` of the non-label classes of this cube's row, in `full`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn forward<F: Float>(
+    scores: &Tensor<F>,
+    base: usize,
+    step: usize,
+    label: usize,
+    m: F,
+    ktau: F,
+    shared: &mut Shared<[F]>,
+    full: &mut Array<F>,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] log: bool,
+) {
+    let n = scores.shape(1);
+    let mut poly = Array::<F>::new(comptime!(k + 1));
+    set_one::<F>(&mut poly, k, log);
+    let mut j = UNIT_POS_X as usize;
+    while j < n {
+        if j != label {
+            let w = weight::<F>((scores[base + j * step] - m) / ktau, log);
+            mul_linear::<F>(&mut poly, w, k, log);
+        }
+        j += cube_dim;
+    }
+    cube_product::<F>(&poly, shared, full, k, cube_dim, log);
+}
+
+/// `w a / b` as a probability: `exp(w + a - b)` in log space.
+#[cube]
+fn ratio<F: Float>(w: F, a: F, b: F, #[comptime] log: bool) -> F {
+    if comptime!(log) {
+        (w + a - b).exp()
+    } else {
+        w * a / b
+    }
+}
+
+/// Loss and gradient of this cube's row from `sigma_0..k` in `full`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn finish<F: Float>(
+    scores: &Tensor<F>,
+    losses: &mut Tensor<F>,
+    grad: &mut Tensor<F>,
+    shared: &mut Shared<[F]>,
+    full: &Array<F>,
+    row: usize,
+    label: usize,
+    m: F,
+    s_y: F,
+    tau: F,
+    alpha: F,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] with_grad: bool,
+    #[comptime] log: bool,
+) {
+    let tid = UNIT_POS_X as usize;
+    let n = scores.shape(1);
+    let base = row * scores.stride(0);
+    let step = scores.stride(1);
+    let ktau = F::new(comptime!(k as f32)) * tau;
+    let mut ln_ratio = full[k] - full[comptime!(k - 1)];
+    if comptime!(!log) {
+        ln_ratio = (full[k] / full[comptime!(k - 1)]).ln();
+    }
+    let log_r = alpha / tau + (m - s_y) / ktau + ln_ratio;
+    if tid == 0 {
+        let at = row * losses.stride(0);
+        losses[at] = tau * softplus::<F>(log_r);
+    }
+    if comptime!(with_grad) {
+        let g_row = row * grad.stride(0);
+        let g_step = grad.stride(1);
+        let scale = sigmoid::<F>(log_r) / F::new(comptime!(k as f32));
+        if tid == 0 {
+            grad[g_row + label * g_step] = F::new(0.0) - scale;
+        }
+        let capacity = comptime!(2 * k);
+        let mut unstable = Shared::<[u32]>::new_slice(capacity);
+        let count = Shared::<[Atomic<u32>]>::new_slice(1usize);
+        if tid == 0 {
+            count[0].store(0u32);
+        }
+        sync_cube();
+        let mut j = tid;
+        while j < n {
+            if j != label {
+                let w = weight::<F>((scores[base + j * step] - m) / ktau, log);
+                // L_{d-1} and L_{d-2} of the leave-one-out polynomial (d = 1 .. k - 1).
+                let mut l_prev = F::new(1.0);
+                let mut l_prev2 = zero::<F>(log);
+                if comptime!(log) {
+                    l_prev = F::new(0.0);
+                }
+                let mut stable = true;
+                #[unroll]
+                for d in 1..k {
+                    l_prev2 = l_prev;
+                    if comptime!(log) {
+                        let p = (w + l_prev - full[d]).exp();
+                        stable = stable && p <= F::new(0.5);
+                        l_prev = full[d] + log1p::<F>(F::new(0.0) - p);
+                    } else {
+                        let t = w * l_prev;
+                        stable = stable && t <= F::new(0.5) * full[d];
+                        l_prev = full[d] - t;
+                    }
+                }
+                if stable {
+                    let p_k = ratio::<F>(w, l_prev, full[k], log);
+                    let p_k1 = ratio::<F>(w, l_prev2, full[comptime!(k - 1)], log);
+                    grad[g_row + j * g_step] = scale * (p_k - p_k1);
+                } else {
+                    let slot = count[0].fetch_add(1u32) as usize;
+                    if slot < capacity {
+                        unstable[slot] = j as u32;
+                    }
+                }
+            }
+            j += cube_dim;
+        }
+        sync_cube();
+        let listed = (count[0].load() as usize).min(capacity);
+        if listed > 0 {
+            // Product of the stable classes' factors.
+            let mut rest = Array::<F>::new(comptime!(k + 1));
+            set_one::<F>(&mut rest, k, log);
+            let mut j = tid;
+            while j < n {
+                let mut is_listed = j == label;
+                for t in 0..listed {
+                    is_listed = is_listed || unstable[t] as usize == j;
+                }
+                if !is_listed {
+                    let w = weight::<F>((scores[base + j * step] - m) / ktau, log);
+                    mul_linear::<F>(&mut rest, w, k, log);
+                }
+                j += cube_dim;
+            }
+            let mut stable_product = Array::<F>::new(comptime!(k + 1));
+            cube_product::<F>(&rest, shared, &mut stable_product, k, cube_dim, log);
+            if tid < listed {
+                let i = unstable[tid] as usize;
+                let w_i = weight::<F>((scores[base + i * step] - m) / ktau, log);
+                let mut loo = copy_poly::<F>(&stable_product, k);
+                for t in 0..listed {
+                    if t != tid {
+                        let other = unstable[t] as usize;
+                        let w = weight::<F>((scores[base + other * step] - m) / ktau, log);
+                        mul_linear::<F>(&mut loo, w, k, log);
+                    }
+                }
+                let mut all = copy_poly::<F>(&loo, k);
+                mul_linear::<F>(&mut all, w_i, k, log);
+                let p_k = ratio::<F>(w_i, loo[comptime!(k - 1)], all[k], log);
+                let mut p_k1 = F::new(0.0);
+                if comptime!(k >= 2) {
+                    let lower = comptime!(k.saturating_sub(2));
+                    p_k1 = ratio::<F>(w_i, loo[lower], all[comptime!(k - 1)], log);
+                }
+                grad[g_row + i * g_step] = scale * (p_k - p_k1);
+            }
+        }
+    }
 }
 
 /// `ln(1 + exp(x))`.
@@ -161,6 +386,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     let step = scores.stride(1);
     let label = u32::cast_from(targets[row * targets.stride(0)]) as usize;
     let tau = F::cast_from(tau);
+    let alpha = F::cast_from(alpha);
     let ktau = F::new(comptime!(k as f32)) * tau;
     let s_y = scores[base + label * step];
     let mut shared = Shared::<[F]>::new_slice(comptime!(cube_dim * (k + 1)));
@@ -187,116 +413,77 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     let m = shared[0];
     sync_cube();
 
-    // 2. ln sigma_0..k of the non-label weights.
-    let mut poly = Array::<F>::new(comptime!(k + 1));
-    set_log_one::<F>(&mut poly, k);
-    let mut j = tid;
-    while j < n {
-        if j != label {
-            mul_linear::<F>(&mut poly, (scores[base + j * step] - m) / ktau, k);
-        }
-        j += cube_dim;
-    }
+    // 2. sigma_0..k in f32; every unit sees the same coefficients, so the choice of number
+    //    system below is uniform across the cube.
     let mut full = Array::<F>::new(comptime!(k + 1));
-    cube_product::<F>(&poly, &mut shared, &mut full, k, cube_dim);
-
-    // 3. The loss.
-    let log_r = F::cast_from(alpha) / tau + (m - s_y) / ktau + full[k] - full[comptime!(k - 1)];
-    if tid == 0 {
-        let at = row * losses.stride(0);
-        losses[at] = tau * softplus::<F>(log_r);
+    forward::<F>(
+        scores,
+        base,
+        step,
+        label,
+        m,
+        ktau,
+        &mut shared,
+        &mut full,
+        k,
+        cube_dim,
+        false,
+    );
+    let mut in_range =
+        full[k] >= F::new(LINEAR_MIN) && full[comptime!(k - 1)] >= F::new(LINEAR_MIN);
+    #[unroll]
+    for d in 0..comptime!(k + 1) {
+        in_range = in_range && full[d] <= F::new(LINEAR_MAX);
     }
-
-    // 4. The gradient.
-    if comptime!(with_grad) {
-        let g_row = row * grad.stride(0);
-        let g_step = grad.stride(1);
-        let scale = sigmoid::<F>(log_r) / F::new(comptime!(k as f32));
-        if tid == 0 {
-            grad[g_row + label * g_step] = F::new(0.0) - scale;
-        }
-        let capacity = comptime!(2 * k);
-        let mut unstable = Shared::<[u32]>::new_slice(capacity);
-        let count = Shared::<[Atomic<u32>]>::new_slice(1usize);
-        if tid == 0 {
-            count[0].store(0u32);
-        }
-        sync_cube();
-        let mut j = tid;
-        while j < n {
-            if j != label {
-                let x = (scores[base + j * step] - m) / ktau;
-                // ln L_{d-1} and ln L_{d-2} of the leave-one-out polynomial.
-                let mut l_prev = F::new(0.0);
-                let mut l_prev2 = F::new(LOG_ZERO);
-                let mut stable = true;
-                #[unroll]
-                for d in 1..k {
-                    let p = (x + l_prev - full[d]).exp();
-                    stable = stable && p <= F::new(0.5);
-                    l_prev2 = l_prev;
-                    l_prev = full[d] + log1p::<F>(F::new(0.0) - p);
-                }
-                if stable {
-                    let p_k = (x + l_prev - full[k]).exp();
-                    let p_k1 = (x + l_prev2 - full[comptime!(k - 1)]).exp();
-                    grad[g_row + j * g_step] = scale * (p_k - p_k1);
-                } else {
-                    let slot = count[0].fetch_add(1u32) as usize;
-                    if slot < capacity {
-                        unstable[slot] = j as u32;
-                    }
-                }
-            }
-            j += cube_dim;
-        }
-        sync_cube();
-        let listed = (count[0].load() as usize).min(capacity);
-        if listed > 0 {
-            // Product of the stable classes' factors.
-            let mut rest = Array::<F>::new(comptime!(k + 1));
-            set_log_one::<F>(&mut rest, k);
-            let mut j = tid;
-            while j < n {
-                let mut is_listed = j == label;
-                for t in 0..listed {
-                    is_listed = is_listed || unstable[t] as usize == j;
-                }
-                if !is_listed {
-                    mul_linear::<F>(&mut rest, (scores[base + j * step] - m) / ktau, k);
-                }
-                j += cube_dim;
-            }
-            let mut stable_product = Array::<F>::new(comptime!(k + 1));
-            cube_product::<F>(&rest, &mut shared, &mut stable_product, k, cube_dim);
-            if tid < listed {
-                let i = unstable[tid] as usize;
-                let x_i = (scores[base + i * step] - m) / ktau;
-                let mut loo = Array::<F>::new(comptime!(k + 1));
-                #[unroll]
-                for d in 0..comptime!(k + 1) {
-                    loo[d] = stable_product[d];
-                }
-                for t in 0..listed {
-                    if t != tid {
-                        let other = unstable[t] as usize;
-                        mul_linear::<F>(&mut loo, (scores[base + other * step] - m) / ktau, k);
-                    }
-                }
-                let mut all = Array::<F>::new(comptime!(k + 1));
-                #[unroll]
-                for d in 0..comptime!(k + 1) {
-                    all[d] = loo[d];
-                }
-                mul_linear::<F>(&mut all, x_i, k);
-                let p_k = (x_i + loo[comptime!(k - 1)] - all[k]).exp();
-                let mut p_k1 = F::new(0.0);
-                if comptime!(k >= 2) {
-                    p_k1 =
-                        (x_i + loo[comptime!(k.saturating_sub(2))] - all[comptime!(k - 1)]).exp();
-                }
-                grad[g_row + i * g_step] = scale * (p_k - p_k1);
-            }
-        }
+    if in_range {
+        finish::<F>(
+            scores,
+            losses,
+            grad,
+            &mut shared,
+            &full,
+            row,
+            label,
+            m,
+            s_y,
+            tau,
+            alpha,
+            k,
+            cube_dim,
+            with_grad,
+            false,
+        );
+    } else {
+        // 3. Out of f32's comfortable range: the same in log space.
+        forward::<F>(
+            scores,
+            base,
+            step,
+            label,
+            m,
+            ktau,
+            &mut shared,
+            &mut full,
+            k,
+            cube_dim,
+            true,
+        );
+        finish::<F>(
+            scores,
+            losses,
+            grad,
+            &mut shared,
+            &full,
+            row,
+            label,
+            m,
+            s_y,
+            tau,
+            alpha,
+            k,
+            cube_dim,
+            with_grad,
+            true,
+        );
     }
 }
