@@ -191,17 +191,65 @@ fn forward<F: Float>(
     #[comptime] log: bool,
 ) {
     let n = scores.shape(1);
+    let inv_ktau = F::new(1.0) / ktau;
     let mut poly = Array::<F>::new(comptime!(k + 1));
     set_one::<F>(&mut poly, k, log);
+    // Four strided loads in flight per unit before their factors are used: one at a time,
+    // every element would wait a full memory latency.
     let mut j = UNIT_POS_X as usize;
+    while j + comptime!(3 * cube_dim) < n {
+        let w0 = factor_at::<F>(scores, base, step, j, label, m, inv_ktau, log);
+        let w1 = factor_at::<F>(scores, base, step, j + cube_dim, label, m, inv_ktau, log);
+        let w2 = factor_at::<F>(
+            scores,
+            base,
+            step,
+            j + 2 * cube_dim,
+            label,
+            m,
+            inv_ktau,
+            log,
+        );
+        let w3 = factor_at::<F>(
+            scores,
+            base,
+            step,
+            j + 3 * cube_dim,
+            label,
+            m,
+            inv_ktau,
+            log,
+        );
+        mul_linear::<F>(&mut poly, w0, k, log);
+        mul_linear::<F>(&mut poly, w1, k, log);
+        mul_linear::<F>(&mut poly, w2, k, log);
+        mul_linear::<F>(&mut poly, w3, k, log);
+        j += comptime!(4 * cube_dim);
+    }
     while j < n {
-        if j != label {
-            let w = weight::<F>((scores[base + j * step] - m) / ktau, log);
-            mul_linear::<F>(&mut poly, w, k, log);
-        }
+        let w = factor_at::<F>(scores, base, step, j, label, m, inv_ktau, log);
+        mul_linear::<F>(&mut poly, w, k, log);
         j += cube_dim;
     }
     cube_product::<F>(&poly, shared, full, k, cube_dim, log);
+}
+
+/// The factor of class `j` of the row: its weight, or the identity of `mul_linear` (weight 0,
+/// `ln 0` in log space) for the label, which is not among the classes multiplied.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn factor_at<F: Float>(
+    scores: &Tensor<F>,
+    base: usize,
+    step: usize,
+    j: usize,
+    label: usize,
+    m: F,
+    inv_ktau: F,
+    #[comptime] log: bool,
+) -> F {
+    let w = weight::<F>((scores[base + j * step] - m) * inv_ktau, log);
+    select(j == label, zero::<F>(log), w)
 }
 
 /// `w a / b` as a probability: `exp(w + a - b)` in log space.
@@ -211,6 +259,55 @@ fn ratio<F: Float>(w: F, a: F, b: F, #[comptime] log: bool) -> F {
         (w + a - b).exp()
     } else {
         w * a / b
+    }
+}
+
+/// The gradient entry of one non-label class of weight `w` (log weight in log space), written
+/// at `at`; when the upward recursion is not trustworthy for it, the class is listed in
+/// `unstable` instead, for the exact pass.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn gradient_entry<F: Float>(
+    grad: &mut Tensor<F>,
+    at: usize,
+    w: F,
+    full: &Array<F>,
+    scale: F,
+    unstable: &mut Shared<[u32]>,
+    count: &Shared<[Atomic<u32>]>,
+    class: usize,
+    #[comptime] k: usize,
+    #[comptime] log: bool,
+) {
+    // L_{d-1} and L_{d-2} of the leave-one-out polynomial (d = 1 .. k - 1).
+    let mut l_prev = F::new(1.0);
+    let mut l_prev2 = zero::<F>(log);
+    if comptime!(log) {
+        l_prev = F::new(0.0);
+    }
+    let mut stable = true;
+    #[unroll]
+    for d in 1..k {
+        l_prev2 = l_prev;
+        if comptime!(log) {
+            let p = (w + l_prev - full[d]).exp();
+            stable = stable && p <= F::new(0.5);
+            l_prev = full[d] + log1p::<F>(F::new(0.0) - p);
+        } else {
+            let t = w * l_prev;
+            stable = stable && t <= F::new(0.5) * full[d];
+            l_prev = full[d] - t;
+        }
+    }
+    if stable {
+        let p_k = ratio::<F>(w, l_prev, full[k], log);
+        let p_k1 = ratio::<F>(w, l_prev2, full[comptime!(k - 1)], log);
+        grad[at] = scale * (p_k - p_k1);
+    } else {
+        let slot = count[0].fetch_add(1u32) as usize;
+        if slot < comptime!(2 * k) {
+            unstable[slot] = class as u32;
+        }
     }
 }
 
@@ -262,40 +359,60 @@ fn finish<F: Float>(
             count[0].store(0u32);
         }
         sync_cube();
+        // Scores of four classes are loaded before any is processed (memory latency, as in
+        // `forward`).
+        let inv_ktau = F::new(1.0) / ktau;
         let mut j = tid;
+        while j + comptime!(3 * cube_dim) < n {
+            let s0 = scores[base + j * step];
+            let s1 = scores[base + (j + cube_dim) * step];
+            let s2 = scores[base + (j + 2 * cube_dim) * step];
+            let s3 = scores[base + (j + 3 * cube_dim) * step];
+            #[unroll]
+            for u in 0..4 {
+                let class = j + comptime!(u * cube_dim);
+                let score = if comptime!(u == 0) {
+                    s0
+                } else if comptime!(u == 1) {
+                    s1
+                } else if comptime!(u == 2) {
+                    s2
+                } else {
+                    s3
+                };
+                if class != label {
+                    let w = weight::<F>((score - m) * inv_ktau, log);
+                    gradient_entry::<F>(
+                        grad,
+                        g_row + class * g_step,
+                        w,
+                        full,
+                        scale,
+                        &mut unstable,
+                        &count,
+                        class,
+                        k,
+                        log,
+                    );
+                }
+            }
+            j += comptime!(4 * cube_dim);
+        }
         while j < n {
             if j != label {
-                let w = weight::<F>((scores[base + j * step] - m) / ktau, log);
-                // L_{d-1} and L_{d-2} of the leave-one-out polynomial (d = 1 .. k - 1).
-                let mut l_prev = F::new(1.0);
-                let mut l_prev2 = zero::<F>(log);
-                if comptime!(log) {
-                    l_prev = F::new(0.0);
-                }
-                let mut stable = true;
-                #[unroll]
-                for d in 1..k {
-                    l_prev2 = l_prev;
-                    if comptime!(log) {
-                        let p = (w + l_prev - full[d]).exp();
-                        stable = stable && p <= F::new(0.5);
-                        l_prev = full[d] + log1p::<F>(F::new(0.0) - p);
-                    } else {
-                        let t = w * l_prev;
-                        stable = stable && t <= F::new(0.5) * full[d];
-                        l_prev = full[d] - t;
-                    }
-                }
-                if stable {
-                    let p_k = ratio::<F>(w, l_prev, full[k], log);
-                    let p_k1 = ratio::<F>(w, l_prev2, full[comptime!(k - 1)], log);
-                    grad[g_row + j * g_step] = scale * (p_k - p_k1);
-                } else {
-                    let slot = count[0].fetch_add(1u32) as usize;
-                    if slot < capacity {
-                        unstable[slot] = j as u32;
-                    }
-                }
+                let w = weight::<F>((scores[base + j * step] - m) * inv_ktau, log);
+                gradient_entry::<F>(
+                    grad,
+                    g_row + j * g_step,
+                    w,
+                    full,
+                    scale,
+                    &mut unstable,
+                    &count,
+                    j,
+                    k,
+                    log,
+                );
             }
             j += cube_dim;
         }
@@ -312,7 +429,7 @@ fn finish<F: Float>(
                     is_listed = is_listed || unstable[t] as usize == j;
                 }
                 if !is_listed {
-                    let w = weight::<F>((scores[base + j * step] - m) / ktau, log);
+                    let w = weight::<F>((scores[base + j * step] - m) * inv_ktau, log);
                     mul_linear::<F>(&mut rest, w, k, log);
                 }
                 j += cube_dim;
@@ -321,12 +438,12 @@ fn finish<F: Float>(
             cube_product::<F>(&rest, shared, &mut stable_product, k, cube_dim, log);
             if tid < listed {
                 let i = unstable[tid] as usize;
-                let w_i = weight::<F>((scores[base + i * step] - m) / ktau, log);
+                let w_i = weight::<F>((scores[base + i * step] - m) * inv_ktau, log);
                 let mut loo = copy_poly::<F>(&stable_product, k);
                 for t in 0..listed {
                     if t != tid {
                         let other = unstable[t] as usize;
-                        let w = weight::<F>((scores[base + other * step] - m) / ktau, log);
+                        let w = weight::<F>((scores[base + other * step] - m) * inv_ktau, log);
                         mul_linear::<F>(&mut loo, w, k, log);
                     }
                 }
@@ -394,6 +511,17 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     // 1. Largest non-label score.
     let mut local_max = F::min_value();
     let mut j = tid;
+    while j + comptime!(3 * cube_dim) < n {
+        let a = select(j == label, F::min_value(), scores[base + j * step]);
+        let b = scores[base + (j + cube_dim) * step];
+        let c = scores[base + (j + 2 * cube_dim) * step];
+        let d = scores[base + (j + 3 * cube_dim) * step];
+        let b = select(j + cube_dim == label, F::min_value(), b);
+        let c = select(j + 2 * cube_dim == label, F::min_value(), c);
+        let d = select(j + 3 * cube_dim == label, F::min_value(), d);
+        local_max = local_max.max(a.max(b)).max(c.max(d));
+        j += comptime!(4 * cube_dim);
+    }
     while j < n {
         if j != label {
             local_max = local_max.max(scores[base + j * step]);
