@@ -31,10 +31,11 @@ fn kernel_parameters(loss: AnyLoss) -> (usize, f64, f64) {
     }
 }
 
-/// Units per cube: a power of two, about a quarter of the classes (so each unit has a few),
-/// at least 32, at most 256, and small enough that the reduction fits in shared memory.
+/// Units per cube: a power of two giving each unit about 16 classes (fewer units mean a
+/// shallower reduction tree and more cubes resident per multiprocessor), at least 32, at most
+/// 256, and small enough that the reduction fits in shared memory.
 fn cube_dim_for(n: usize, k: usize) -> usize {
-    let wanted = (n / 4).next_power_of_two().clamp(32, 256);
+    let wanted = (n / 16).next_power_of_two().clamp(32, 256);
     let fits = (SHARED_VALUES / (k + 1)).max(1);
     let fits = 1usize << (usize::BITS - 1 - fits.leading_zeros());
     wanted.min(fits)
@@ -63,24 +64,30 @@ fn launch(
     let grid_x = batch.min(MAX_GRID_X);
     let grid_y = batch.div_ceil(MAX_GRID_X);
     let target_dtype = targets.dtype;
-    smooth_topk_svm_kernel::launch(
-        &client,
-        CubeCount::Static(grid_x as u32, grid_y as u32, 1),
-        CubeDim::new_1d(cube_dim as u32),
-        scores.into_tensor_arg(),
-        targets.into_tensor_arg(),
-        losses.clone().into_tensor_arg(),
-        grad.clone().into_tensor_arg(),
-        tau as f32,
-        alpha as f32,
-        k,
-        cube_dim,
-        with_grad,
-        [
-            dtype_to_storage_type(dtype),
-            dtype_to_storage_type(target_dtype),
-        ],
-    );
+    // Safety: every index the kernel forms is in bounds: rows beyond the batch return before
+    // any access, classes stay below n, the label is clamped into 0..n, `grad` is touched only
+    // when it has the full shape, and shared-memory indices stay below the sizes allocated
+    // from the same comptime values.
+    unsafe {
+        smooth_topk_svm_kernel::launch_unchecked(
+            &client,
+            CubeCount::Static(grid_x as u32, grid_y as u32, 1),
+            CubeDim::new_1d(cube_dim as u32),
+            scores.into_tensor_arg(),
+            targets.into_tensor_arg(),
+            losses.clone().into_tensor_arg(),
+            grad.clone().into_tensor_arg(),
+            tau as f32,
+            alpha as f32,
+            k,
+            cube_dim,
+            with_grad,
+            [
+                dtype_to_storage_type(dtype),
+                dtype_to_storage_type(target_dtype),
+            ],
+        );
+    }
     (losses, with_grad.then_some(grad))
 }
 
