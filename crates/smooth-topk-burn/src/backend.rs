@@ -6,6 +6,10 @@
 //! `upstream[b] * grad[b, :]`: no autodiff graph through the polynomial recursion, and no second
 //! evaluation.
 
+// burn 0.22 deprecates its NdArray backend in favour of Flex; this module still supports it (the
+// `ndarray` feature), so the extension macro's references to it must not warn.
+#![allow(deprecated)]
+
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
@@ -21,7 +25,13 @@ use smooth_topk::{AnyLoss, Loss, Scalar};
 /// Backends that evaluate the top-k losses. Implemented for Flex (the numeric core on host
 /// buffers), for the CubeCL backends with feature `cube` (the fused kernel on device buffers,
 /// through `Fusion` as burn wraps them), and for `Autodiff` over any of them.
-#[backend_extension(Autodiff, Flex, Cube: cfg(feature = "cube"), Fusion: cfg(feature = "cube"))]
+#[backend_extension(
+    Autodiff,
+    Flex,
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(feature = "cube"),
+    Fusion: cfg(feature = "cube")
+)]
 pub trait TopkLossBackend: Backend {
     /// Per-sample losses `[batch]` of `logits [batch, n]` against `targets [batch]`.
     #[fusion(dtype = logits, shape = Shape::new([logits[0]]))]
@@ -103,24 +113,33 @@ fn on_host<B: Backend>(
     (to_device(losses), grad.map(to_device))
 }
 
-impl TopkLossBackend for Flex {
-    fn topk_loss(
-        logits: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        loss: AnyLoss,
-    ) -> FloatTensor<Self> {
-        on_host::<Self>(logits, targets, loss, false).0
-    }
+/// The CPU backends: the numeric core on the host buffers.
+macro_rules! host_backend {
+    ($backend:ty) => {
+        impl TopkLossBackend for $backend {
+            fn topk_loss(
+                logits: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+                loss: AnyLoss,
+            ) -> FloatTensor<Self> {
+                on_host::<Self>(logits, targets, loss, false).0
+            }
 
-    fn topk_loss_and_grad(
-        logits: FloatTensor<Self>,
-        targets: IntTensor<Self>,
-        loss: AnyLoss,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-        let (losses, grad) = on_host::<Self>(logits, targets, loss, true);
-        (losses, grad.expect("gradient requested"))
-    }
+            fn topk_loss_and_grad(
+                logits: FloatTensor<Self>,
+                targets: IntTensor<Self>,
+                loss: AnyLoss,
+            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+                let (losses, grad) = on_host::<Self>(logits, targets, loss, true);
+                (losses, grad.expect("gradient requested"))
+            }
+        }
+    };
 }
+
+host_backend!(Flex);
+#[cfg(feature = "ndarray")]
+host_backend!(burn::backend::NdArray);
 
 /// Backward of `topk_loss`: scales each row of the saved per-sample gradient by the upstream
 /// gradient of that sample's loss.

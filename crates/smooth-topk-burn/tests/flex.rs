@@ -164,6 +164,29 @@ fn upstream_gradient_and_reductions_are_honoured() {
     assert_eq!(sum, g_plain);
 }
 
+/// The NdArray CPU backend runs the same host path: same numbers as Flex, gradient included.
+#[cfg(feature = "ndarray")]
+#[test]
+#[allow(deprecated)]
+fn ndarray_backend_matches_flex() {
+    let (batch, n) = (3usize, 40usize);
+    let x = scores(batch * n, 21, 2.0);
+    let y = labels(batch, n, 2);
+    let run = |device: Device| {
+        let logits =
+            Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), &device).require_grad();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+        let loss = SmoothTopkSvmLossConfig::new().init().unwrap();
+        let value = loss.forward(logits.clone(), targets);
+        let v = value.clone().into_data().try_to_vec_as::<f32>().unwrap();
+        (v, to_vec(logits.grad(&value.backward()).unwrap()))
+    };
+    assert_eq!(
+        run(Device::ndarray().autodiff()),
+        run(Device::flex().autodiff())
+    );
+}
+
 #[test]
 fn hard_loss_and_plain_backend_work() {
     let device = Device::flex();
