@@ -13,6 +13,9 @@ use smooth_topk::{AnyLoss, CrossEntropy, Loss, SmoothTopkSvm};
 use smooth_topk_burn::TopkLossBackend;
 use std::time::Instant;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 /// SplitMix64 into a standard normal (Box-Muller): deterministic host data for the sweep.
 struct Rng(u64);
 
@@ -56,41 +59,6 @@ fn device_loss_and_grad(
     (l, g)
 }
 
-/// Max relative loss error and max per-sample gradient error `max|g - g*| / max|g*|`.
-/// Entries below f32's smallest normal number cannot be represented (GPUs flush subnormals), so
-/// that much absolute gradient error is forgiven: a true gradient of 1e-100 computed as 0 is
-/// exact for f32 storage.
-fn errors(n: usize, got: &(Vec<f32>, Vec<f32>), want: &(Vec<f64>, Vec<f64>)) -> (f64, f64, usize) {
-    let mut loss_err = 0f64;
-    let mut grad_err = 0f64;
-    let mut non_finite = 0;
-    for (b, (&l, &w)) in got.0.iter().zip(&want.0).enumerate() {
-        non_finite += usize::from(!l.is_finite());
-        loss_err = loss_err.max((f64::from(l) - w).abs() / w.abs().max(1e-30));
-        let row = |v: &[f32]| {
-            v[b * n..(b + 1) * n]
-                .iter()
-                .map(|&x| f64::from(x))
-                .collect::<Vec<_>>()
-        };
-        let g = row(&got.1);
-        let gw = &want.1[b * n..(b + 1) * n];
-        non_finite += g.iter().filter(|v| !v.is_finite()).count();
-        let scale = gw.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let diff = g
-            .iter()
-            .zip(gw)
-            .fold(0f64, |m, (a, w)| m.max((a - w).abs()));
-        // Below f32's smallest normal number an entry cannot be resolved (GPUs flush
-        // subnormals): a true gradient of 1e-100 stored as 0 is exact for f32.
-        let diff = (diff - f64::from(f32::MIN_POSITIVE)).max(0.0);
-        if scale > 0.0 {
-            grad_err = grad_err.max(diff / scale);
-        }
-    }
-    (loss_err, grad_err, non_finite)
-}
-
 fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
     println!("== accuracy: kernel (f32) against the CPU core (f64 on the same f32 scores) ==");
     println!(
@@ -125,7 +93,7 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
                     let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
                     loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
                         .unwrap();
-                    let (le, ge, bad) = errors(n, &got, &want);
+                    let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
                     worst = worst.max(le).max(ge);
                     if bad > 0 {
                         worst = f64::INFINITY;
@@ -150,7 +118,7 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
     CrossEntropy
         .loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
         .unwrap();
-    let (le, ge, bad) = errors(n, &got, &want);
+    let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
     println!("cross-entropy n={n}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
     worst = worst.max(le).max(ge);
     println!("max error over the sweep: {worst:.2e}");

@@ -43,11 +43,24 @@ pub fn topk_loss_per_sample(
     ))
 }
 
-fn reduce(per_sample: Tensor<1>, reduction: &Reduction) -> Tensor<1> {
-    match reduction {
-        Reduction::Sum => per_sample.sum(),
-        Reduction::Mean | Reduction::BatchMean | Reduction::Auto => per_sample.mean(),
-    }
+/// Per-sample losses reduced by sum or mean (shape `[1]`), shape errors returned.
+fn reduced(
+    logits: Tensor<2>,
+    targets: Tensor<1, Int>,
+    loss: AnyLoss,
+    sum: bool,
+) -> Result<Tensor<1>, TopkError> {
+    let per_sample = topk_loss_per_sample(logits, targets, loss)?;
+    Ok(if sum {
+        per_sample.sum()
+    } else {
+        per_sample.mean()
+    })
+}
+
+/// Raises a shape error like burn's own losses do (they assert on shapes).
+fn or_panic(result: Result<Tensor<1>, TopkError>) -> Tensor<1> {
+    result.unwrap_or_else(|e| panic!("smooth-topk: {e}"))
 }
 
 fn is_sum(reduction: &Reduction) -> bool {
@@ -109,8 +122,7 @@ impl SmoothTopkSvmLoss {
     /// If `n <= k` or the shapes disagree (see [`Self::try_forward`]), or on a label outside
     /// `0..n` or a non-finite logit.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        self.try_forward(logits, targets)
-            .unwrap_or_else(|e| panic!("smooth-topk: {e}"))
+        or_panic(self.try_forward(logits, targets))
     }
 
     /// [`Self::forward`] with the shape errors returned instead of raised.
@@ -119,22 +131,12 @@ impl SmoothTopkSvmLoss {
         logits: Tensor<2>,
         targets: Tensor<1, Int>,
     ) -> Result<Tensor<1>, TopkError> {
-        let per_sample = topk_loss_per_sample(logits, targets, self.core())?;
-        Ok(reduce(per_sample, &self.reduction()))
+        reduced(logits, targets, self.core(), self.sum)
     }
 
     /// Per-sample losses `[batch]`.
     pub fn forward_per_sample(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        topk_loss_per_sample(logits, targets, self.core())
-            .unwrap_or_else(|e| panic!("smooth-topk: {e}"))
-    }
-
-    fn reduction(&self) -> Reduction {
-        if self.sum {
-            Reduction::Sum
-        } else {
-            Reduction::Mean
-        }
+        or_panic(topk_loss_per_sample(logits, targets, self.core()))
     }
 }
 
@@ -183,8 +185,7 @@ impl HardTopkSvmLoss {
 
     /// The reduced loss (shape `[1]`); panics like [`SmoothTopkSvmLoss::forward`].
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        self.try_forward(logits, targets)
-            .unwrap_or_else(|e| panic!("smooth-topk: {e}"))
+        or_panic(self.try_forward(logits, targets))
     }
 
     /// [`Self::forward`] with the shape errors returned instead of raised.
@@ -193,18 +194,11 @@ impl HardTopkSvmLoss {
         logits: Tensor<2>,
         targets: Tensor<1, Int>,
     ) -> Result<Tensor<1>, TopkError> {
-        let per_sample = topk_loss_per_sample(logits, targets, self.core())?;
-        let reduction = if self.sum {
-            Reduction::Sum
-        } else {
-            Reduction::Mean
-        };
-        Ok(reduce(per_sample, &reduction))
+        reduced(logits, targets, self.core(), self.sum)
     }
 
     /// Per-sample losses `[batch]`.
     pub fn forward_per_sample(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        topk_loss_per_sample(logits, targets, self.core())
-            .unwrap_or_else(|e| panic!("smooth-topk: {e}"))
+        or_panic(topk_loss_per_sample(logits, targets, self.core()))
     }
 }

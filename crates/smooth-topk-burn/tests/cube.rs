@@ -3,24 +3,13 @@
 //! Runs with `cargo test --release -p smooth-topk-burn --features wgpu --test cube`.
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
+use common::{errors, scores};
 use smooth_topk::{AnyLoss, CrossEntropy, Loss, SmoothTopkSvm};
 use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
-
-fn scores(len: usize, seed: u64, scale: f64) -> Vec<f32> {
-    let mut state = seed;
-    let mut uniform = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-    };
-    (0..len)
-        .map(|_| (scale * ((0..4).map(|_| uniform()).sum::<f64>() - 2.0) * 1.7) as f32)
-        .collect()
-}
 
 /// Rows of small noise with one score 50 above the rest; labels cycle through the classes.
 fn spiked(n: usize, batch: usize) -> (Vec<f32>, Vec<i64>) {
@@ -81,24 +70,8 @@ fn check_rows(device: &Device, n: usize, rows: &(Vec<f32>, Vec<i64>), loss: AnyL
     let (mut wl, mut wg) = (vec![0f64; batch], vec![0f64; batch * n]);
     loss.loss_and_grad_per_sample(&x64, &yu, n, &mut wl, &mut wg)
         .unwrap();
-    let mut loss_err = 0f64;
-    let mut grad_err = 0f64;
-    for b in 0..batch {
-        assert!(l[b].is_finite());
-        if std::env::var("CUBE_DEBUG").is_ok() {
-            eprintln!("b={b} got {:e} want {:e}", l[b], wl[b]);
-        }
-        loss_err = loss_err.max((f64::from(l[b]) - wl[b]).abs() / wl[b].abs().max(1e-30));
-        let gw = &wg[b * n..(b + 1) * n];
-        let scale = gw.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let diff = g[b * n..(b + 1) * n]
-            .iter()
-            .zip(gw)
-            .fold(0f64, |m, (a, w)| m.max((f64::from(*a) - w).abs()));
-        // Below f32's smallest normal number an entry cannot be resolved (GPUs flush subnormals).
-        let diff = (diff - f64::from(f32::MIN_POSITIVE)).max(0.0);
-        grad_err = grad_err.max(diff / scale.max(1e-30));
-    }
+    let (loss_err, grad_err, non_finite) = errors(n, &l, &g, &wl, &wg);
+    assert_eq!(non_finite, 0);
     (loss_err, grad_err)
 }
 

@@ -1,34 +1,15 @@
 //! The burn op on the Flex CPU backend against the numeric core, finite differences and the
 //! upstream-gradient contract.
 
+mod common;
+
 use burn::nn::loss::Reduction;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use common::{labels, scores};
 use smooth_topk::{Loss, SmoothTopkSvm};
 use smooth_topk_burn::{
     topk_loss_per_sample, AnyLoss, HardTopkSvmLossConfig, SmoothTopkSvmLossConfig, TopkError,
 };
-
-/// Deterministic pseudo-random scores (SplitMix64 into roughly N(0, scale^2) by summing
-/// uniforms), so the test needs no extra crate.
-fn scores(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut state = seed;
-    let mut uniform = move || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) >> 11) as f32 / (1u64 << 53) as f32
-    };
-    (0..len)
-        .map(|_| scale * ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 1.7)
-        .collect()
-}
-
-fn labels(batch: usize, n: usize, seed: u64) -> Vec<i64> {
-    (0..batch)
-        .map(|b| ((b as u64 * 7919 + seed * 31) % n as u64) as i64)
-        .collect()
-}
 
 fn to_vec(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec_as::<f32>().unwrap()

@@ -1,0 +1,59 @@
+//! Helpers shared by this crate's tests and its `gpu_check` example (which includes this file
+//! by path): deterministic data without an extra crate, and the error measures of the
+//! acceptance bar.
+#![allow(dead_code)]
+
+/// Deterministic pseudo-random scores, roughly N(0, scale^2) (a sum of four SplitMix64
+/// uniforms).
+pub fn scores(len: usize, seed: u64, scale: f64) -> Vec<f32> {
+    let mut state = seed;
+    let mut uniform = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    (0..len)
+        .map(|_| (scale * ((0..4).map(|_| uniform()).sum::<f64>() - 2.0) * 1.7) as f32)
+        .collect()
+}
+
+/// Labels spread over the classes.
+pub fn labels(batch: usize, n: usize, seed: u64) -> Vec<i64> {
+    (0..batch)
+        .map(|b| ((b as u64 * 7919 + seed * 31) % n as u64) as i64)
+        .collect()
+}
+
+/// f32 results against f64 references on `batch x n` rows: the largest loss error relative to
+/// `max(|L|, 1e-30)`, the largest per-row gradient error `max|g - g*| / max|g*|`, and the number
+/// of non-finite outputs. Gradient entries below f32's smallest normal number cannot be
+/// represented (GPUs flush subnormals), so that much absolute error is forgiven.
+pub fn errors(
+    n: usize,
+    losses: &[f32],
+    grad: &[f32],
+    want_losses: &[f64],
+    want_grad: &[f64],
+) -> (f64, f64, usize) {
+    let mut loss_err = 0f64;
+    let mut grad_err = 0f64;
+    let mut non_finite = 0;
+    for (b, (&l, &w)) in losses.iter().zip(want_losses).enumerate() {
+        non_finite += usize::from(!l.is_finite());
+        loss_err = loss_err.max((f64::from(l) - w).abs() / w.abs().max(1e-30));
+        let (row, want) = (&grad[b * n..(b + 1) * n], &want_grad[b * n..(b + 1) * n]);
+        non_finite += row.iter().filter(|v| !v.is_finite()).count();
+        let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let diff = row
+            .iter()
+            .zip(want)
+            .fold(0f64, |m, (a, w)| m.max((f64::from(*a) - w).abs()));
+        let diff = (diff - f64::from(f32::MIN_POSITIVE)).max(0.0);
+        if scale > 0.0 {
+            grad_err = grad_err.max(diff / scale);
+        }
+    }
+    (loss_err, grad_err, non_finite)
+}
