@@ -9,7 +9,7 @@
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor, TensorData};
-use smooth_topk::{AnyLoss, CrossEntropy, Loss, SmoothTopkSvm};
+use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
 use smooth_topk_burn::TopkLossBackend;
 use std::time::Instant;
 
@@ -103,24 +103,34 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
             }
         }
     }
-    // Cross-entropy through the same kernel.
+    // Cross-entropy through the same kernel, and the hard SVM's kernel (integer scores: ties).
     let (n, batch) = (1000, 16);
-    let scores: Vec<f32> = (0..batch * n)
+    let normal: Vec<f32> = (0..batch * n)
         .map(|_| (3.0 * rng.normal()) as f32)
         .collect();
+    let ties: Vec<f32> = normal.iter().map(|v| v.round()).collect();
     let labels: Vec<i64> = (0..batch)
         .map(|_| (rng.uniform() * n as f64) as i64)
         .collect();
-    let got = device_loss_and_grad(&scores, &labels, n, CrossEntropy.into(), device);
-    let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
-    let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
-    let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
-    CrossEntropy
-        .loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
-        .unwrap();
-    let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
-    println!("cross-entropy n={n}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
-    worst = worst.max(le).max(ge);
+    let others: [(&str, AnyLoss, &[f32]); 2] = [
+        ("cross-entropy", CrossEntropy.into(), &normal),
+        (
+            "hard top-5 SVM, tied scores",
+            HardTopkSvm::new(5, 1.0).unwrap().into(),
+            &ties,
+        ),
+    ];
+    for (name, loss, scores) in others {
+        let got = device_loss_and_grad(scores, &labels, n, loss, device);
+        let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+        let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
+        let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
+        loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
+            .unwrap();
+        let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
+        println!("{name} n={n}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
+        worst = worst.max(le).max(ge);
+    }
     println!("max error over the sweep: {worst:.2e}");
     worst
 }
@@ -145,8 +155,8 @@ fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
 fn timings(device: &Device, quick: bool) {
     println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");
     println!(
-        "{:>7} {:>6} {:>12} {:>14} {:>14}",
-        "n", "batch", "svm fwd", "svm fwd+bwd", "ce fwd+bwd"
+        "{:>7} {:>6} {:>12} {:>14} {:>14} {:>14}",
+        "n", "batch", "svm fwd", "svm fwd+bwd", "ce fwd+bwd", "hard fwd+bwd"
     );
     let ns: &[usize] = if quick {
         &[1000]
@@ -159,6 +169,7 @@ fn timings(device: &Device, quick: bool) {
             let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, n as f64), device);
             let svm: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
             let ce: AnyLoss = CrossEntropy.into();
+            let hard: AnyLoss = HardTopkSvm::new(5, 1.0).unwrap().into();
             let reps = if batch * n >= 100_000_000 { 10 } else { 30 };
             let fwd = median_ms(device, reps, || {
                 let l = <Dispatch as TopkLossBackend>::topk_loss(
@@ -178,10 +189,12 @@ fn timings(device: &Device, quick: bool) {
                     drop(out);
                 })
             };
-            let (svm_both, ce_both) = (both(svm), both(ce));
-            println!("{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4}");
+            let (svm_both, ce_both, hard_both) = (both(svm), both(ce), both(hard));
             println!(
-                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both}}}"
+                "{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4} {hard_both:>14.4}"
+            );
+            println!(
+                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both},\"hard_forward_backward_ms\":{hard_both}}}"
             );
         }
     }

@@ -2,7 +2,7 @@
 //! [`crate::kernel`], launched on device buffers with no host round trip.
 
 use crate::backend::TopkLossBackend;
-use crate::kernel::smooth_topk_svm_kernel;
+use crate::kernel::{hard_topk_svm_kernel, smooth_topk_svm_kernel};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::TensorMetadata;
 use burn::tensor::Shape;
@@ -17,19 +17,6 @@ use smooth_topk::AnyLoss;
 const MAX_GRID_X: usize = 65535;
 /// Shared-memory budget for the polynomial reduction, in f32 values (32 KiB).
 const SHARED_VALUES: usize = 8192;
-
-/// `(k, tau, alpha)` of the smooth SVM the kernel evaluates for `loss`.
-fn kernel_parameters(loss: AnyLoss) -> (usize, f64, f64) {
-    match loss {
-        AnyLoss::Smooth(l) => (l.k(), l.tau(), l.alpha()),
-        // Cross-entropy is the smooth top-1 SVM with tau = 1 and no margin.
-        AnyLoss::CrossEntropy(_) => (1, 1.0, 0.0),
-        AnyLoss::Hard(_) => panic!(
-            "smooth-topk: the hard top-k SVM has no CubeCL kernel yet; use the smooth loss \
-             with a small tau, or a CPU backend"
-        ),
-    }
-}
 
 /// Units per cube: a power of two giving each unit about 16 classes (fewer units mean a
 /// shallower reduction tree and more cubes resident per multiprocessor), at least 32, at most
@@ -47,46 +34,81 @@ fn launch(
     loss: AnyLoss,
     with_grad: bool,
 ) -> (CubeTensor, Option<CubeTensor>) {
-    let (k, tau, alpha) = kernel_parameters(loss);
     let scores = into_contiguous(logits);
     let targets = into_contiguous(targets);
     let [batch, n] = scores.shape().dims::<2>();
     let (client, device, dtype) = (scores.client.clone(), scores.device.clone(), scores.dtype);
     let losses = empty_device_dtype(client.clone(), device.clone(), Shape::new([batch]), dtype);
-    // Without a gradient the kernel never touches `grad`; a one-element stand-in fills the slot.
+    // Without a gradient the kernels never touch `grad`; a one-element stand-in fills the slot.
     let grad_shape = if with_grad {
         Shape::new([batch, n])
     } else {
         Shape::new([1, 1])
     };
     let grad = empty_device_dtype(client.clone(), device, grad_shape, dtype);
-    let cube_dim = cube_dim_for(n, k);
-    let grid_x = batch.min(MAX_GRID_X);
-    let grid_y = batch.div_ceil(MAX_GRID_X);
-    let target_dtype = targets.dtype;
-    // Safety: every index the kernel forms is in bounds: rows beyond the batch return before
-    // any access, classes stay below n, the label is clamped into 0..n, `grad` is touched only
-    // when it has the full shape, and shared-memory indices stay below the sizes allocated
+    let grid = CubeCount::Static(
+        batch.min(MAX_GRID_X) as u32,
+        batch.div_ceil(MAX_GRID_X) as u32,
+        1,
+    );
+    let dtypes = [
+        dtype_to_storage_type(dtype),
+        dtype_to_storage_type(targets.dtype),
+    ];
+    let (scores, targets) = (scores.into_tensor_arg(), targets.into_tensor_arg());
+    let (losses_arg, grad_arg) = (
+        losses.clone().into_tensor_arg(),
+        grad.clone().into_tensor_arg(),
+    );
+    // Safety (both kernels): every index formed is in bounds: rows beyond the batch return
+    // before any access, classes stay below n, the label is clamped into 0..n, `grad` is touched
+    // only when it has the full shape, and shared-memory indices stay below the sizes allocated
     // from the same comptime values.
-    unsafe {
-        smooth_topk_svm_kernel::launch_unchecked(
-            &client,
-            CubeCount::Static(grid_x as u32, grid_y as u32, 1),
-            CubeDim::new_1d(cube_dim as u32),
-            scores.into_tensor_arg(),
-            targets.into_tensor_arg(),
-            losses.clone().into_tensor_arg(),
-            grad.clone().into_tensor_arg(),
-            tau as f32,
-            alpha as f32,
-            k,
-            cube_dim,
-            with_grad,
-            [
-                dtype_to_storage_type(dtype),
-                dtype_to_storage_type(target_dtype),
-            ],
-        );
+    match loss {
+        AnyLoss::Hard(hard) => {
+            let cube_dim = cube_dim_for(n, 1);
+            unsafe {
+                hard_topk_svm_kernel::launch_unchecked(
+                    &client,
+                    grid,
+                    CubeDim::new_1d(cube_dim as u32),
+                    scores,
+                    targets,
+                    losses_arg,
+                    grad_arg,
+                    hard.alpha() as f32,
+                    hard.k(),
+                    cube_dim,
+                    with_grad,
+                    dtypes,
+                );
+            }
+        }
+        smooth => {
+            // Cross-entropy is the smooth top-1 SVM with tau = 1 and no margin.
+            let (k, tau, alpha) = match smooth {
+                AnyLoss::Smooth(l) => (l.k(), l.tau(), l.alpha()),
+                _ => (1, 1.0, 0.0),
+            };
+            let cube_dim = cube_dim_for(n, k);
+            unsafe {
+                smooth_topk_svm_kernel::launch_unchecked(
+                    &client,
+                    grid,
+                    CubeDim::new_1d(cube_dim as u32),
+                    scores,
+                    targets,
+                    losses_arg,
+                    grad_arg,
+                    tau as f32,
+                    alpha as f32,
+                    k,
+                    cube_dim,
+                    with_grad,
+                    dtypes,
+                );
+            }
+        }
     }
     (losses, with_grad.then_some(grad))
 }

@@ -618,3 +618,120 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
         );
     }
 }
+
+/// Largest of each unit's `local` value over the cube, returned to every unit. `shared` holds at
+/// least `cube_dim` values.
+#[cube]
+fn cube_max<F: Float>(local: F, shared: &mut Shared<[F]>, #[comptime] cube_dim: usize) -> F {
+    let tid = UNIT_POS_X as usize;
+    shared[tid] = local;
+    sync_cube();
+    let mut active = cube_dim.runtime();
+    while active > 1 {
+        active /= 2;
+        if tid < active {
+            shared[tid] = shared[tid].max(shared[tid + active]);
+        }
+        sync_cube();
+    }
+    let out = shared[0];
+    sync_cube();
+    out
+}
+
+/// The hard top-k SVM `max(0, alpha + (s_\y[k] - s_y) / k)` and its subgradient (`-1/k` on the
+/// label, `1/(k t)` on each of the `t` non-label scores tied with the k-th largest), one sample
+/// per cube. The k-th largest non-label score is found in at most k rounds: each round takes
+/// the largest score below the previous round's value and counts its ties, until k scores have
+/// been passed.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn hard_topk_svm_kernel<F: Float, I: Numeric>(
+    scores: &Tensor<F>,
+    targets: &Tensor<I>,
+    losses: &mut Tensor<F>,
+    grad: &mut Tensor<F>,
+    alpha: f32,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] with_grad: bool,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let row = CUBE_POS_Y as usize * CUBE_COUNT_X as usize + CUBE_POS_X as usize;
+    if row >= losses.shape(0) {
+        terminate!();
+    }
+    let tid = UNIT_POS_X as usize;
+    let n = scores.shape(1);
+    let base = row * scores.stride(0);
+    let step = scores.stride(1);
+    // Out-of-range labels are clamped, as in the smooth kernel.
+    let raw_label = u32::cast_from(targets[row * targets.stride(0)]) as usize;
+    let label = select(raw_label < n, raw_label, n - 1);
+    let s_y = scores[base + label * step];
+    let mut shared = Shared::<[F]>::new_slice(cube_dim);
+    let ties = Shared::<[Atomic<u32>]>::new_slice(1usize);
+
+    let mut below = F::max_value();
+    let mut kth = F::min_value();
+    let mut passed = 0u32;
+    let mut tied = 0u32;
+    for _ in 0..k {
+        if passed < comptime!(k as u32) {
+            let mut local = F::min_value();
+            let mut j = tid;
+            while j < n {
+                let s = scores[base + j * step];
+                if j != label && s < below {
+                    local = local.max(s);
+                }
+                j += cube_dim;
+            }
+            let value = cube_max::<F>(local, &mut shared, cube_dim);
+            if tid == 0 {
+                ties[0].store(0u32);
+            }
+            sync_cube();
+            let mut count = 0u32;
+            let mut j = tid;
+            while j < n {
+                if j != label && scores[base + j * step] == value {
+                    count += 1;
+                }
+                j += cube_dim;
+            }
+            ties[0].fetch_add(count);
+            sync_cube();
+            tied = ties[0].load();
+            sync_cube();
+            passed += tied;
+            kth = value;
+            below = value;
+        }
+    }
+    let inv_k = F::new(1.0) / F::new(comptime!(k as f32));
+    let loss = (F::cast_from(alpha) + (kth - s_y) * inv_k).max(F::new(0.0));
+    if tid == 0 {
+        let at = row * losses.stride(0);
+        losses[at] = loss;
+    }
+    if comptime!(with_grad) {
+        let g_row = row * grad.stride(0);
+        let g_step = grad.stride(1);
+        let active = loss > F::new(0.0);
+        let share = inv_k / F::cast_from(tied);
+        let mut j = tid;
+        while j < n {
+            let s = scores[base + j * step];
+            let mut g = F::new(0.0);
+            if active && j == label {
+                g = F::new(0.0) - inv_k;
+            }
+            if active && j != label && s == kth {
+                g = share;
+            }
+            grad[g_row + j * g_step] = g;
+            j += cube_dim;
+        }
+    }
+}

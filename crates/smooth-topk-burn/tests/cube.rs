@@ -8,7 +8,7 @@ mod common;
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 use common::{errors, scores};
-use smooth_topk::{AnyLoss, CrossEntropy, Loss, SmoothTopkSvm};
+use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
 use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
 
 /// Rows of small noise with one score 50 above the rest; labels cycle through the classes.
@@ -111,6 +111,29 @@ fn kernel_matches_the_core_on_the_wgpu_adapter() {
         "worst loss error {:.2e}, worst gradient error {:.2e}",
         worst.0, worst.1
     );
+}
+
+#[test]
+fn hard_kernel_matches_the_core_including_ties() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    for &(n, batch) in &[(2usize, 3usize), (9, 5), (300, 4)] {
+        for &k in &[1usize, 2, 5] {
+            if k >= n {
+                continue;
+            }
+            let loss: AnyLoss = HardTopkSvm::new(k, 1.0).unwrap().into();
+            let (le, ge) = check(&device, n, batch, loss, 2.0, (n + k) as u64);
+            assert!(le <= 1e-6 && ge <= 1e-6, "n={n} k={k}: {le:e} {ge:e}");
+            // Integer scores: many exact ties at the k-th place share the subgradient.
+            let x: Vec<f32> = scores(batch * n, k as u64, 1.0)
+                .iter()
+                .map(|v| v.round())
+                .collect();
+            let y = (0..batch).map(|b| (b * 7 % n) as i64).collect();
+            let (le, ge) = check_rows(&device, n, &(x, y), loss);
+            assert!(le <= 1e-6 && ge <= 1e-6, "ties n={n} k={k}: {le:e} {ge:e}");
+        }
+    }
 }
 
 #[test]
