@@ -20,9 +20,10 @@
 //! # Ok::<(), smooth_topk::TopkError>(())
 //! ```
 //!
-//! Backends: Flex (burn's CPU backend) runs the numeric core on the host buffers; `Autodiff`
-//! over it gets the exact backward. Metrics: burn-train's `TopKAccuracyMetric` and
-//! `LossMetric` work as they are with `ClassificationOutput`.
+//! Backends: Flex and NdArray (feature `ndarray`, default) run the numeric core on the host
+//! buffers; with feature `wgpu` or `cuda` the CubeCL backends run one fused kernel per batch on
+//! the device; `Autodiff` over any of them gets the exact backward. Metrics: burn-train's
+//! `TopKAccuracyMetric` and `LossMetric` work as they are with `ClassificationOutput`.
 
 mod backend;
 #[cfg(feature = "cube")]
