@@ -8,7 +8,7 @@
 //! `cargo run --release -p smooth-topk-burn --features wgpu --example gpu_check [-- --quick]`
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
 use smooth_topk_burn::TopkLossBackend;
 use std::time::Instant;
@@ -31,32 +31,6 @@ impl Rng {
         let u = self.uniform().max(1e-300);
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
     }
-}
-
-fn device_loss_and_grad(
-    scores: &[f32],
-    labels: &[i64],
-    n: usize,
-    loss: AnyLoss,
-    device: &Device,
-) -> (Vec<f32>, Vec<f32>) {
-    let batch = labels.len();
-    let x = Tensor::<2>::from_data(TensorData::new(scores.to_vec(), [batch, n]), device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [batch]), device);
-    let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-        x.into_dispatch(),
-        y.into_dispatch(),
-        loss,
-    );
-    let l = Tensor::<1>::from_dispatch(l)
-        .into_data()
-        .try_to_vec_as::<f32>()
-        .unwrap();
-    let g = Tensor::<2>::from_dispatch(g)
-        .into_data()
-        .try_to_vec_as::<f32>()
-        .unwrap();
-    (l, g)
 }
 
 fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
@@ -87,7 +61,7 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
                         .map(|_| (rng.uniform() * n as f64) as i64)
                         .collect();
                     let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
-                    let got = device_loss_and_grad(&scores, &labels, n, loss, device);
+                    let got = common::op_loss_and_grad(&scores, &labels, n, loss, device);
                     let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
                     let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
                     let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
@@ -121,7 +95,7 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
         ),
     ];
     for (name, loss, scores) in others {
-        let got = device_loss_and_grad(scores, &labels, n, loss, device);
+        let got = common::op_loss_and_grad(scores, &labels, n, loss, device);
         let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
         let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
         let mut want = (vec![0f64; batch], vec![0f64; batch * n]);

@@ -531,18 +531,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
         }
         j += cube_dim;
     }
-    shared[tid] = local_max;
-    sync_cube();
-    let mut active = cube_dim.runtime();
-    while active > 1 {
-        active /= 2;
-        if tid < active {
-            shared[tid] = shared[tid].max(shared[tid + active]);
-        }
-        sync_cube();
-    }
-    let m = shared[0];
-    sync_cube();
+    let m = cube_max::<F>(local_max, &mut shared, cube_dim);
 
     // 2. sigma_0..k in f32; every unit sees the same coefficients, so the choice of number
     //    system below is uniform across the cube.

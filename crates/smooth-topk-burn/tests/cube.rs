@@ -7,7 +7,7 @@ mod common;
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
-use common::{errors, scores};
+use common::{errors, op_loss_and_grad, scores};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
 use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
 
@@ -39,21 +39,9 @@ fn check(
 fn check_rows(device: &Device, n: usize, rows: &(Vec<f32>, Vec<i64>), loss: AnyLoss) -> (f64, f64) {
     let (x, y) = rows.clone();
     let batch = y.len();
+    let (l, g) = op_loss_and_grad(&x, &y, n, loss, device);
     let logits = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), device);
     let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), device);
-    let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-        logits.clone().into_dispatch(),
-        targets.clone().into_dispatch(),
-        loss,
-    );
-    let l = Tensor::<1>::from_dispatch(l)
-        .into_data()
-        .try_to_vec_as::<f32>()
-        .unwrap();
-    let g = Tensor::<2>::from_dispatch(g)
-        .into_data()
-        .try_to_vec_as::<f32>()
-        .unwrap();
     let only = <Dispatch as TopkLossBackend>::topk_loss(
         logits.into_dispatch(),
         targets.into_dispatch(),

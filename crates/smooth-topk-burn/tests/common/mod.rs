@@ -3,6 +3,38 @@
 //! acceptance bar.
 #![allow(dead_code)]
 
+use burn::backend::Dispatch;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use smooth_topk::AnyLoss;
+use smooth_topk_burn::TopkLossBackend;
+
+/// Per-sample losses and gradients of `batch x n` rows, through the burn op on `device`.
+pub fn op_loss_and_grad(
+    scores: &[f32],
+    labels: &[i64],
+    n: usize,
+    loss: AnyLoss,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let batch = labels.len();
+    let x = Tensor::<2>::from_data(TensorData::new(scores.to_vec(), [batch, n]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [batch]), device);
+    let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+        x.into_dispatch(),
+        y.into_dispatch(),
+        loss,
+    );
+    let l = Tensor::<1>::from_dispatch(l)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    let g = Tensor::<2>::from_dispatch(g)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap();
+    (l, g)
+}
+
 /// Deterministic pseudo-random scores, roughly N(0, scale^2) (a sum of four SplitMix64
 /// uniforms).
 pub fn scores(len: usize, seed: u64, scale: f64) -> Vec<f32> {
