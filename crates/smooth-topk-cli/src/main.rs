@@ -1,9 +1,11 @@
-//! `smooth-topk`: top-k losses, metrics and benchmarks from the command line.
+//! `smooth-topk`: top-k losses, metrics, benchmarks, training and reproduction from the
+//! command line.
 //!
-//! This file only parses arguments, wires them to the library and reports; every computation
-//! lives in the `smooth-topk` crate.
+//! This binary only parses arguments, wires them to the libraries and reports; the numerics
+//! live in the `smooth-topk` crate, training in `smooth-topk-train`.
 
 mod bench;
+mod experiments;
 mod input;
 mod losses;
 
@@ -77,6 +79,15 @@ enum Command {
     },
     /// Speed of each loss against cross-entropy, and float32 stability over score scales.
     Bench(bench::BenchArgs),
+    /// Train a classifier (built-in data by default) with CE or a top-k SVM; writes metrics,
+    /// plots and checkpoints to --out.
+    Train(experiments::TrainArgs),
+    /// Top-1 .. top-k of a saved model.
+    Eval(experiments::EvalArgs),
+    /// Run the grid of the paper's Table 1 or 2 and write the table and a plot.
+    Reproduce(experiments::ReproduceArgs),
+    /// Training-step throughput (images/s) with CE and with the smooth SVM, e.g. DenseNet 40-40.
+    TrainBench(experiments::TrainBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -109,6 +120,10 @@ fn main() -> ExitCode {
             .and_then(|r| read_samples(r, format))
             .and_then(|samples| run_metrics(&samples, k, json)),
         Command::Bench(args) => bench::run(&args),
+        Command::Train(args) => experiments::train(&args),
+        Command::Eval(args) => experiments::eval(&args),
+        Command::Reproduce(args) => experiments::reproduce(&args),
+        Command::TrainBench(args) => experiments::train_bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,16 +1,19 @@
 //! Top-k accuracy.
 
+use std::cmp::Ordering;
+
 use crate::loss::validate_batch;
 use crate::{Result, Scalar, TopkError};
 
-/// Rank of the label in one row: the number of other classes scoring at least as high.
-/// Ties count against the label, so a constant (untrained) classifier scores 0, not 100%.
+/// Rank of the label in one row: the number of other classes not scoring below it.
+/// Ties count against the label, so a constant (untrained) classifier scores 0, not 100%;
+/// so do NaNs, so a diverged model never looks accurate.
 pub fn label_rank<T: Scalar>(scores: &[T], label: usize) -> usize {
     let s_y = scores[label].to_f64();
     scores
         .iter()
         .enumerate()
-        .filter(|&(i, v)| i != label && v.to_f64() >= s_y)
+        .filter(|&(i, v)| i != label && v.to_f64().partial_cmp(&s_y) != Some(Ordering::Less))
         .count()
 }
 
@@ -74,5 +77,9 @@ mod tests {
             })
         );
         assert_eq!(topk_correct(&scores, &labels, 4, 0), Err(TopkError::ZeroK));
+        // A NaN anywhere in the row never makes the label correct.
+        let nan = [0.5f32, f32::NAN, 0.1, /* row 2 */ f32::NAN, 0.2, 0.3];
+        assert_eq!(label_rank(&nan[..3], 0), 1);
+        assert_eq!(label_rank(&nan[3..], 0), 2);
     }
 }

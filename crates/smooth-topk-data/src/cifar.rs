@@ -1,0 +1,131 @@
+//! CIFAR-100 in its official binary format (`cifar-100-binary.tar.gz`).
+//!
+//! `train.bin` holds 50000 records and `test.bin` 10000; a record is 3074 bytes: the coarse
+//! label (0..=19), the fine label (0..=99), then 3072 pixel bytes (1024 red, 1024 green,
+//! 1024 blue, each plane row-major 32x32). The pixels are already channel-major, so they are
+//! copied into [`ImageDataset`] unchanged.
+
+use std::path::{Path, PathBuf};
+
+use crate::{split_validation, DataError, ImageDataset, Splits};
+
+/// Bytes per CIFAR-100 record: two label bytes and a 3x32x32 image.
+pub const CIFAR100_RECORD_LEN: usize = 2 + CIFAR_IMAGE_LEN;
+const CIFAR_IMAGE_LEN: usize = 3 * 32 * 32;
+const CIFAR100_FINE_CLASSES: usize = 100;
+const CIFAR100_COARSE_CLASSES: usize = 20;
+
+/// Reads one CIFAR-100 binary file (`train.bin` or `test.bin`): 100 classes, coarse labels set.
+pub fn read_cifar100_file(path: &Path) -> Result<ImageDataset, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    parse_cifar100(&bytes, path)
+}
+
+fn parse_cifar100(bytes: &[u8], path: &Path) -> Result<ImageDataset, DataError> {
+    if bytes.is_empty() {
+        return Err(DataError::EmptyFile { path: path.into() });
+    }
+    if bytes.len() % CIFAR100_RECORD_LEN != 0 {
+        return Err(DataError::Truncated {
+            path: path.into(),
+            len: bytes.len(),
+            offset: bytes.len() / CIFAR100_RECORD_LEN * CIFAR100_RECORD_LEN,
+            record_len: CIFAR100_RECORD_LEN,
+        });
+    }
+    let count = bytes.len() / CIFAR100_RECORD_LEN;
+    let mut images = Vec::with_capacity(count * CIFAR_IMAGE_LEN);
+    let mut labels = Vec::with_capacity(count);
+    let mut coarse_labels = Vec::with_capacity(count);
+    for (record, chunk) in bytes.chunks_exact(CIFAR100_RECORD_LEN).enumerate() {
+        let offset = record * CIFAR100_RECORD_LEN;
+        let check = |kind, value: u8, offset, classes: usize| {
+            if usize::from(value) < classes {
+                Ok(u16::from(value))
+            } else {
+                Err(DataError::LabelOutOfRange {
+                    path: path.into(),
+                    record,
+                    offset,
+                    kind,
+                    value,
+                    max: (classes - 1) as u8,
+                })
+            }
+        };
+        coarse_labels.push(check("coarse", chunk[0], offset, CIFAR100_COARSE_CLASSES)?);
+        labels.push(check("fine", chunk[1], offset + 1, CIFAR100_FINE_CLASSES)?);
+        images.extend_from_slice(&chunk[2..]);
+    }
+    Ok(ImageDataset {
+        images,
+        labels,
+        coarse_labels: Some(coarse_labels),
+        num_classes: CIFAR100_FINE_CLASSES,
+        channels: 3,
+        height: 32,
+        width: 32,
+    })
+}
+
+/// Loads CIFAR-100 from `dir` holding `train.bin` and `test.bin` (either directly or in the
+/// archive's `cifar-100-binary/` subdirectory).
+///
+/// The paper's split: `valid_size` images (5000 in the paper) of `train.bin` become the
+/// validation set, chosen by [`split_validation`] with `seed` (stratified when `valid_size` is a
+/// multiple of 100); `test.bin` is the test set.
+pub fn load_cifar100(dir: &Path, valid_size: usize, seed: u64) -> Result<Splits, DataError> {
+    let dir = cifar100_dir(dir);
+    let full_train = read_cifar100_file(&dir.join("train.bin"))?;
+    let test = read_cifar100_file(&dir.join("test.bin"))?;
+    let (train, valid) = split_validation(&full_train, valid_size, seed)?;
+    Ok(Splits { train, valid, test })
+}
+
+/// `dir` itself unless only the archive's subdirectory holds the files; then errors name the
+/// paths the caller gave.
+fn cifar100_dir(dir: &Path) -> PathBuf {
+    let nested = dir.join("cifar-100-binary");
+    if !dir.join("train.bin").exists() && nested.join("train.bin").exists() {
+        nested
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_bytes_are_checked_against_their_own_ranges() {
+        // Coarse 19 and fine 99 are the largest valid values.
+        let mut record = vec![0u8; CIFAR100_RECORD_LEN];
+        record[0] = 19;
+        record[1] = 99;
+        let data = parse_cifar100(&record, Path::new("x.bin")).unwrap();
+        assert_eq!((data.labels[0], data.coarse_labels.unwrap()[0]), (99, 19));
+
+        record[0] = 20;
+        let err = parse_cifar100(&record, Path::new("x.bin")).unwrap_err();
+        assert!(matches!(
+            err,
+            DataError::LabelOutOfRange {
+                kind: "coarse",
+                value: 20,
+                ..
+            }
+        ));
+        record[0] = 0;
+        record[1] = 100;
+        let err = parse_cifar100(&record, Path::new("x.bin")).unwrap_err();
+        assert!(matches!(
+            err,
+            DataError::LabelOutOfRange {
+                kind: "fine",
+                value: 100,
+                ..
+            }
+        ));
+    }
+}
