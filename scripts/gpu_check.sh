@@ -7,9 +7,7 @@
 # `cargo build --release -p smooth-topk-burn --features wgpu --example gpu_check`) and .gl/*.deb
 # (Debian's libvulkan1, since the GPU machine has the NVIDIA driver but no Vulkan loader).
 set -uo pipefail
-for f in .gl/*.deb; do dpkg -x "$f" /; done
-ldconfig
-export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json XDG_RUNTIME_DIR=/tmp
+source scripts/gpu_env.sh
 xz -dc .gpu/gpu_check.xz > /tmp/gpu_check && chmod +x /tmp/gpu_check
 out=${OUT:-/tmp}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$out/device.txt"
