@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 use smooth_topk_train::eval::{evaluate_checkpoint, EvalRequest, Split};
-use smooth_topk_train::models::MIN_INPUT_SIDE;
 use smooth_topk_train::progress::Console;
 use smooth_topk_train::reproduce::{markdown, run_grid, Experiment, Grid};
 use smooth_topk_train::step_bench::{self, parameter_count, StepBench};
@@ -428,12 +427,6 @@ pub struct TrainBenchArgs {
 
 pub fn train_bench(args: &TrainBenchArgs) -> Result<(), String> {
     let model = model_kind(args.model);
-    if args.classes < 6 || args.image_size < MIN_INPUT_SIDE {
-        return Err(format!(
-            "--classes {} / --image-size {}: need at least 6 classes (top-5 SVM) and {MIN_INPUT_SIDE} pixels",
-            args.classes, args.image_size
-        ));
-    }
     let bench = StepBench {
         model,
         batch_size: args.batch_size,
@@ -443,6 +436,7 @@ pub fn train_bench(args: &TrainBenchArgs) -> Result<(), String> {
         steps: args.steps,
         backend: backend_kind(args.backend),
     };
+    bench.validate().map_err(|e| e.to_string())?;
     println!(
         "{} ({} parameters), batch {} of {}x{} images, {} classes, {:?} backend: median of {} steps",
         model.name(),

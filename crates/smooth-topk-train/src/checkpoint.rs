@@ -79,7 +79,7 @@ impl RunState {
         };
         let top1 = metrics.valid.top(1);
         if improves(&self.best_top1, top1) {
-            self.improved.push("top1".into());
+            self.improved.push(selection(1));
             self.best_top1 = Some(Best {
                 epoch: metrics.epoch,
                 value: top1,
@@ -87,7 +87,7 @@ impl RunState {
         }
         let topk = metrics.valid.top(k);
         if improves(&self.best_topk, topk) {
-            self.improved.push(format!("top{k}"));
+            self.improved.push(selection(k));
             self.best_topk = Some(Best {
                 epoch: metrics.epoch,
                 value: topk,
@@ -223,6 +223,12 @@ pub fn load_model(out: &Path, model: Classifier) -> Result<Classifier, TrainErro
 pub fn load_optimizer(out: &Path, optim: ModuleOptimizer) -> Result<ModuleOptimizer, TrainError> {
     let path = slot(out, "").join(OPTIMIZER);
     optim.load(&path).map_err(|e| TrainError::record(&path, e))
+}
+
+/// Name of the selection by validation top-`k` accuracy (`top1`, `top5`, ...): recorded in the
+/// state, part of the `best-*` directory name and of `results.json`.
+pub fn selection(k: usize) -> String {
+    format!("top{k}")
 }
 
 /// Directory of a selected model: `best-top1`, `best-top5`, ...

@@ -4,14 +4,15 @@
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::GradientsParams;
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
+use smooth_topk::AnyLoss;
 
 use crate::config::{BackendKind, LossConfig, LossKind, TrainConfig};
-use crate::models::ModelKind;
+use crate::models::{Classifier, ModelKind, MIN_INPUT_SIDE};
 use crate::train::{batch_loss, device, optimizer};
 use crate::TrainError;
 
@@ -38,25 +39,29 @@ pub struct StepTiming {
 /// Times `steps` steps per loss after `warmup`, alternating the losses step by step so that
 /// machine noise hits both alike. Returns CE first, then the SVM (k = 5, tau = 1, alpha = 1).
 pub fn run(bench: &StepBench) -> Result<Vec<StepTiming>, TrainError> {
-    if bench.steps == 0 || bench.batch_size == 0 {
-        return Err(TrainError::InvalidConfig(
-            "steps and batch size must be >= 1".into(),
-        ));
-    }
+    bench.validate()?;
     let device = device(bench.backend)?.autodiff();
     device.seed(0);
-    let losses = [LossKind::Ce, LossKind::Svm].map(|kind| LossConfig {
-        kind,
-        k: 5,
-        tau: 1.0,
-        alpha: 1.0,
-    });
-    let mut models: Vec<_> = losses
-        .iter()
-        .map(|_| bench.model.init(bench.classes, bench.image_side, &device))
-        .collect();
+    // The optimiser of a default run (momentum, weight decay); the learning rate is fixed.
     let config = TrainConfig::defaults(crate::DataSource::Synthetic, LossKind::Ce);
-    let mut optims: Vec<_> = losses.iter().map(|_| optimizer(&config)).collect();
+    let mut slots = [LossKind::Ce, LossKind::Svm]
+        .map(|kind| {
+            let loss = LossConfig {
+                kind,
+                k: 5,
+                tau: 1.0,
+                alpha: 1.0,
+            };
+            Ok(Slot {
+                label: loss.label(),
+                loss: loss.build()?,
+                model: Some(bench.model.init(bench.classes, bench.image_side, &device)),
+                optim: optimizer(&config),
+                times: Vec::new(),
+            })
+        })
+        .into_iter()
+        .collect::<Result<Vec<_>, TrainError>>()?;
     let shape = [bench.batch_size, 3, bench.image_side, bench.image_side];
     let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
     let mut rng = StdRng::seed_from_u64(0);
@@ -64,38 +69,63 @@ pub fn run(bench: &StepBench) -> Result<Vec<StepTiming>, TrainError> {
         .map(|_| rng.random_range(0..bench.classes as i64))
         .collect();
     let targets = Tensor::<1, Int>::from_data(TensorData::new(labels, [bench.batch_size]), &device);
-    let mut times = vec![Vec::new(); losses.len()];
     for step in 0..bench.warmup + bench.steps {
-        for (i, loss) in losses.iter().enumerate() {
-            let core = loss.build()?;
+        for slot in &mut slots {
             let start = Instant::now();
-            let model = models.remove(i);
+            let model = slot.model.take().expect("each step puts the model back");
             let logits = model.forward(images.clone());
-            let value = batch_loss(core, logits, targets.clone())?;
+            let value = batch_loss(slot.loss, logits, targets.clone())?;
             let grads = GradientsParams::from_grads(value.backward(), &model);
-            let model = optims[i].step(0.01, model, grads);
+            slot.model = Some(slot.optim.step(0.01, model, grads));
             device
                 .sync()
                 .map_err(|e| TrainError::InvalidConfig(format!("device error: {e:?}")))?;
             if step >= bench.warmup {
-                times[i].push(start.elapsed().as_secs_f64());
+                slot.times.push(start.elapsed().as_secs_f64());
             }
-            models.insert(i, model);
         }
     }
-    Ok(losses
-        .iter()
-        .zip(times)
-        .map(|(loss, mut t)| {
-            t.sort_by(f64::total_cmp);
-            let median = t[t.len() / 2];
+    Ok(slots
+        .into_iter()
+        .map(|mut slot| {
+            slot.times.sort_by(f64::total_cmp);
+            let median = slot.times[slot.times.len() / 2];
             StepTiming {
-                loss: loss.label(),
+                loss: slot.label,
                 median_ms: median * 1e3,
                 images_per_s: bench.batch_size as f64 / median,
             }
         })
         .collect())
+}
+
+/// One loss's model, optimiser and step times.
+struct Slot {
+    label: String,
+    loss: AnyLoss,
+    model: Option<Classifier>,
+    optim: ModuleOptimizer,
+    times: Vec<f64>,
+}
+
+impl StepBench {
+    /// Rejects settings the models or the top-5 SVM cannot run with.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        if self.steps == 0 || self.batch_size == 0 {
+            return Err(TrainError::InvalidConfig(format!(
+                "steps = {}, batch size = {} (both must be >= 1)",
+                self.steps, self.batch_size
+            )));
+        }
+        if self.classes < 6 || self.image_side < MIN_INPUT_SIDE {
+            return Err(TrainError::InvalidConfig(format!(
+                "classes = {}, image size = {} (need at least 6 classes for the top-5 SVM and \
+                 {MIN_INPUT_SIDE} pixels)",
+                self.classes, self.image_side
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Parameters of a model, for reports.

@@ -212,27 +212,42 @@ fn finish(
     loss: &AnyLoss,
     device: &Device,
 ) -> Result<RunResults, TrainError> {
-    let selected = |which: &str, best: &Option<Best>| -> Result<SelectedResult, TrainError> {
-        let best = best.as_ref().ok_or_else(|| {
-            TrainError::InvalidConfig("no epoch finished, nothing to select".into())
-        })?;
-        let model = config
-            .model
-            .init(data.classes, data.view.crop, &device.clone().inner());
-        let model = checkpoint::load_best(out, which, best.epoch, model)?.valid();
-        let ten = config.data.ten_crop;
-        Ok(SelectedResult {
-            selected_by: which.to_string(),
+    let missing = || TrainError::InvalidConfig("no epoch finished, nothing to select".into());
+    let best_top1 = state.best_top1.as_ref().ok_or_else(missing)?;
+    let best_topk = state.best_topk.as_ref().ok_or_else(missing)?;
+    // Loads and evaluates a selected model; both selections often name the same epoch, and
+    // then the model is evaluated once.
+    let evaluate_best =
+        |which: &str, best: &Best| -> Result<(SplitMetrics, SplitMetrics), TrainError> {
+            let model = config
+                .model
+                .init(data.classes, data.view.crop, &device.clone().inner());
+            let model = checkpoint::load_best(out, which, best.epoch, model)?.valid();
+            let ten = config.data.ten_crop;
+            Ok((
+                evaluate(&model, &data.valid, &data.view, ten, loss, config.report_k)?,
+                evaluate(&model, &data.test, &data.view, ten, loss, config.report_k)?,
+            ))
+        };
+    let topk_name = checkpoint::selection(config.report_k);
+    let top1_metrics = evaluate_best(&checkpoint::selection(1), best_top1)?;
+    let topk_metrics = if best_topk.epoch == best_top1.epoch {
+        top1_metrics.clone()
+    } else {
+        evaluate_best(&topk_name, best_topk)?
+    };
+    let selected =
+        |which: String, best: &Best, (valid, test): (SplitMetrics, SplitMetrics)| SelectedResult {
+            selected_by: which,
             epoch: best.epoch,
             selected_value: best.value,
-            valid: evaluate(&model, &data.valid, &data.view, ten, loss, config.report_k)?,
-            test: evaluate(&model, &data.test, &data.view, ten, loss, config.report_k)?,
-        })
-    };
+            valid,
+            test,
+        };
     let results = RunResults {
         config: config.clone(),
-        best_top1: selected("top1", &state.best_top1)?,
-        best_topk: selected(&format!("top{}", config.report_k), &state.best_topk)?,
+        best_top1: selected(checkpoint::selection(1), best_top1, top1_metrics),
+        best_topk: selected(topk_name, best_topk, topk_metrics),
         epochs_trained: state.epochs_done,
         seconds: state.seconds,
         noisy_labels: data.noisy_labels,
