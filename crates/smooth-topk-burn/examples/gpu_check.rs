@@ -105,6 +105,42 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
         println!("{name} n={n}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
         worst = worst.max(le).max(ge);
     }
+    // Rows built to defeat f32 shortcuts (see `common::hostile_rows`), as in the CI test.
+    let mut seed = 0;
+    let mut hostile_worst = 0f64;
+    for &n in &[3usize, 11, 300, 10_000] {
+        for &k in &[1usize, 2, 5, 10] {
+            if k >= n {
+                continue;
+            }
+            for &tau in &[1e-3, 0.1, 100.0] {
+                for &scale in &[1.0, 1e5] {
+                    for kind in [common::Hostile::TinyLoss, common::Hostile::TiesAndOutlier] {
+                        seed += 1;
+                        let (scores, labels) =
+                            common::hostile_rows(kind, n, 8, seed, scale, k, tau);
+                        let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
+                        let got = common::op_loss_and_grad(&scores, &labels, n, loss, device);
+                        let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+                        let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
+                        let mut want = (vec![0f64; 8], vec![0f64; 8 * n]);
+                        loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
+                            .unwrap();
+                        let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
+                        if le.max(ge) > 2e-6 || bad > 0 {
+                            println!("hostile {kind:?} n={n} k={k} tau={tau} scale={scale}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
+                        }
+                        hostile_worst = hostile_worst.max(le).max(ge);
+                        if bad > 0 {
+                            hostile_worst = f64::INFINITY;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    println!("hostile rows (TinyLoss, TiesAndOutlier; n 3..1e4, k 1..10, tau 1e-3..100, scale 1, 1e5): max error {hostile_worst:.2e}");
+    worst = worst.max(hostile_worst);
     println!("max error over the sweep: {worst:.2e}");
     worst
 }
@@ -128,9 +164,10 @@ fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
 
 fn timings(device: &Device, quick: bool) {
     println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");
+    println!("   (\"svm ext\": tau = 0.05 on scores ~ N(0, 10^2), where every row takes the extended path)");
     println!(
-        "{:>7} {:>6} {:>12} {:>14} {:>14} {:>14}",
-        "n", "batch", "svm fwd", "svm fwd+bwd", "ce fwd+bwd", "hard fwd+bwd"
+        "{:>7} {:>6} {:>12} {:>14} {:>14} {:>14} {:>14}",
+        "n", "batch", "svm fwd", "svm fwd+bwd", "ce fwd+bwd", "hard fwd+bwd", "svm ext f+b"
     );
     let ns: &[usize] = if quick {
         &[1000]
@@ -164,11 +201,21 @@ fn timings(device: &Device, quick: bool) {
                 })
             };
             let (svm_both, ce_both, hard_both) = (both(svm), both(ce), both(hard));
+            let wide = x.clone() * 10.0;
+            let sharp: AnyLoss = SmoothTopkSvm::new(5, 0.05, 1.0).unwrap().into();
+            let ext_both = median_ms(device, reps, || {
+                let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+                    wide.clone().into_dispatch(),
+                    y.clone().into_dispatch(),
+                    sharp,
+                );
+                drop(out);
+            });
             println!(
-                "{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4} {hard_both:>14.4}"
+                "{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4} {hard_both:>14.4} {ext_both:>14.4}"
             );
             println!(
-                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both},\"hard_forward_backward_ms\":{hard_both}}}"
+                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both},\"hard_forward_backward_ms\":{hard_both},\"svm_extended_forward_backward_ms\":{ext_both}}}"
             );
         }
     }

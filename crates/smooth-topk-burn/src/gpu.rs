@@ -15,7 +15,8 @@ use smooth_topk::AnyLoss;
 
 /// Largest grid extent along x on every runtime (WebGPU's limit).
 const MAX_GRID_X: usize = 65535;
-/// Shared-memory budget for the polynomial reduction, in f32 values (32 KiB).
+/// Shared-memory budget for the polynomial reduction, in 4-byte values (32 KiB): each unit
+/// holds `k + 1` mantissas and `k + 1` exponents.
 const SHARED_VALUES: usize = 8192;
 
 /// Units per cube: a power of two giving each unit about 16 classes (fewer units mean a
@@ -23,9 +24,14 @@ const SHARED_VALUES: usize = 8192;
 /// 256, and small enough that the reduction fits in shared memory.
 fn cube_dim_for(n: usize, k: usize) -> usize {
     let wanted = (n / 16).next_power_of_two().clamp(32, 256);
-    let fits = (SHARED_VALUES / (k + 1)).max(1);
+    let fits = (SHARED_VALUES / (2 * (k + 1))).max(1);
     let fits = 1usize << (usize::BITS - 1 - fits.leading_zeros());
     wanted.min(fits)
+}
+
+/// The leading 12 significant bits of `value` as an f32 (the kernel's `high_bits` on the host).
+fn high_bits(value: f64) -> f32 {
+    f32::from_bits((value as f32).to_bits() & 0xFFFF_F000)
 }
 
 fn launch(
@@ -55,11 +61,6 @@ fn launch(
         dtype_to_storage_type(dtype),
         dtype_to_storage_type(targets.dtype),
     ];
-    let (scores, targets) = (scores.into_tensor_arg(), targets.into_tensor_arg());
-    let (losses_arg, grad_arg) = (
-        losses.clone().into_tensor_arg(),
-        grad.clone().into_tensor_arg(),
-    );
     // Safety (both kernels): every index formed is in bounds: rows beyond the batch return
     // before any access, classes stay below n, the label is clamped into 0..n, `grad` is touched
     // only when it has the full shape, and shared-memory indices stay below the sizes allocated
@@ -72,10 +73,10 @@ fn launch(
                     &client,
                     grid,
                     CubeDim::new_1d(cube_dim as u32),
-                    scores,
-                    targets,
-                    losses_arg,
-                    grad_arg,
+                    scores.into_tensor_arg(),
+                    targets.into_tensor_arg(),
+                    losses.clone().into_tensor_arg(),
+                    grad.clone().into_tensor_arg(),
                     hard.alpha() as f32,
                     hard.k(),
                     cube_dim,
@@ -91,22 +92,42 @@ fn launch(
                 _ => (1, 1.0, 0.0),
             };
             let cube_dim = cube_dim_for(n, k);
-            unsafe {
-                smooth_topk_svm_kernel::launch_unchecked(
-                    &client,
-                    grid,
-                    CubeDim::new_1d(cube_dim as u32),
-                    scores,
-                    targets,
-                    losses_arg,
-                    grad_arg,
-                    tau as f32,
-                    alpha as f32,
-                    k,
-                    cube_dim,
-                    with_grad,
-                    dtypes,
-                );
+            // Scalars formed in f64, split as `kernel::number::log_ratio_sum` expects.
+            let ktau = k as f64 * tau;
+            let inv = 1.0 / ktau;
+            let inv0 = high_bits(inv);
+            let inv1 = high_bits(inv - f64::from(inv0));
+            let inv2 = (inv - f64::from(inv0) - f64::from(inv1)) as f32;
+            let margin = alpha / tau;
+            let margin_hi = margin as f32;
+            // The linear launch on every row, then the extended one, which only works on the
+            // rows the first marked (see the kernel).
+            for ext in [false, true] {
+                unsafe {
+                    smooth_topk_svm_kernel::launch_unchecked(
+                        &client,
+                        grid.clone(),
+                        CubeDim::new_1d(cube_dim as u32),
+                        scores.clone().into_tensor_arg(),
+                        targets.clone().into_tensor_arg(),
+                        losses.clone().into_tensor_arg(),
+                        grad.clone().into_tensor_arg(),
+                        tau as f32,
+                        ktau as f32,
+                        inv as f32,
+                        inv0,
+                        inv1,
+                        inv2,
+                        margin_hi,
+                        (margin - f64::from(margin_hi)) as f32,
+                        1.0,
+                        k,
+                        cube_dim,
+                        with_grad,
+                        ext,
+                        dtypes,
+                    );
+                }
             }
         }
     }

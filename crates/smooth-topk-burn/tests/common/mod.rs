@@ -89,3 +89,51 @@ pub fn errors(
     }
     (loss_err, grad_err, non_finite)
 }
+
+/// Rows that push the kernel's accuracy, `batch x n` from `scores(.., scale)`, for the smooth
+/// top-k SVM with margin `alpha = 1`:
+/// - `Hostile::TinyLoss`: the label placed `k (1 + t tau)` above the k-th largest other score,
+///   `t = 8 + 8 b` in row `b`, so that `ln r` is about `-t` and the loss about `tau exp(-t)`.
+///   Every absolute error of `ln r` is then a relative error of the loss and of the gradient
+///   row, and `ln r` is a difference of terms of size `1 / tau`.
+/// - `Hostile::TiesAndOutlier`: scores rounded to multiples of `scale / 3` (exact ties) and one
+///   class `40 scale` above the rest: with a small tau, the top-k boundary lies millions of
+///   `k tau` below the maximum.
+#[derive(Clone, Copy, Debug)]
+pub enum Hostile {
+    TinyLoss,
+    TiesAndOutlier,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn hostile_rows(
+    kind: Hostile,
+    n: usize,
+    batch: usize,
+    seed: u64,
+    scale: f64,
+    k: usize,
+    tau: f64,
+) -> (Vec<f32>, Vec<i64>) {
+    let mut x = scores(batch * n, seed, scale);
+    let y = labels(batch, n, seed);
+    for (b, row) in x.chunks_mut(n).enumerate() {
+        match kind {
+            Hostile::TinyLoss => {
+                let label = y[b] as usize;
+                let mut others: Vec<f32> = (0..n).filter(|&i| i != label).map(|i| row[i]).collect();
+                others.sort_by(|a, b| b.total_cmp(a));
+                let t = 8.0 + 8.0 * b as f64;
+                row[label] = (f64::from(others[k - 1]) + k as f64 * (1.0 + t * tau)) as f32;
+            }
+            Hostile::TiesAndOutlier => {
+                let step = (scale / 3.0) as f32;
+                for v in row.iter_mut() {
+                    *v = (*v / step).round() * step;
+                }
+                row[(b * 5) % n] += 40.0 * scale as f32;
+            }
+        }
+    }
+    (x, y)
+}

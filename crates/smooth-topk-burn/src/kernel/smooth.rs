@@ -1,0 +1,887 @@
+//! The smooth top-k SVM kernel, one cube (workgroup) per sample. It follows the numeric core's
+//! algorithm (see `smooth_topk`'s `esp.rs`) on the weights `w_i = exp(x_i)`,
+//! `x_i = (s_i - p) / (k tau)`, of the non-label classes, for a pivot score `p`:
+//!
+//! 1. `m = max_{i != y} s_i` by a tree reduction in shared memory.
+//! 2. Each unit multiplies the factors `(1 + w_i X)` of its strided share of the classes
+//!    (truncated at degree k, in registers); a tree of polynomial products in shared memory
+//!    gives `sigma_0..k`.
+//! 3. `ln r = alpha / tau + (p - s_y) / (k tau) + c`, `c = ln(sigma_k / sigma_{k-1})`; the loss
+//!    is `tau softplus(ln r)`.
+//! 4. Gradient: per class, the upward leave-one-out recursion `L_j = sigma_j - w_i L_{j-1}`,
+//!    trusted while every `P_j(i) <= 1/2`. The fewer than `2k` classes that fail are listed in
+//!    shared memory; their leave-one-out polynomials are the product of the stable classes'
+//!    factors (a second tree reduction, run only when the list is not empty) and the other
+//!    listed factors. No series approximation.
+//!
+//! Pivot and number system. A scaled score `x_i` carries a rounding of a few ulps of `|x_i|`,
+//! and the classes that decide the loss and the gradient (near the top-k boundary: inclusion
+//! probabilities neither 0 nor 1) have `x_i` close to `c`. With the largest score as pivot
+//! (`p = m`), every weight is at most 1 and plain f32 multiply-adds are exact to a few ulps;
+//! that linear pass is accepted while its coefficients stay well inside f32's range and
+//! `c >= PIVOT_LOW`, so boundary classes have `|x_i|` of at most about 8. Otherwise (a wide
+//! spread of the top scores against `k tau`, or binomial growth past 1e30) the passes are redone
+//! in the extended number system of [`super::number`] (a second launch, for those rows only) with
+//! the pivot on the boundary: the k-th largest non-label score (one pass), moved by `k tau c`
+//! until `c` is in [`PIVOT_LOW`, `PIVOT_HIGH`] (one extended pass, at most three).
+//! Classes far above the pivot get huge weights, which that system carries at f32's relative
+//! precision, and the classes that matter get small `|x_i|`.
+//!
+//! The loss is `exp` of `ln r` when `ln r << 0`, so every absolute error of `ln r` is a relative
+//! error of the loss and of the whole gradient row: `ln r` is summed in twice f32's precision
+//! ([`number::log_ratio_sum`]) and kept as a pair through `exp`. Cross-entropy is the case
+//! `k = 1, tau = 1, alpha = 0`.
+
+use super::number::{self, x_limit};
+use super::{cube_max, cube_row, label_of};
+use cubecl::prelude::*;
+
+/// The linear pass is accepted when `sigma_{k-1}, sigma_k >= LINEAR_MIN` and every coefficient
+/// is below `LINEAR_MAX`: far enough from f32's limits that rounding, not range, sets the error.
+const LINEAR_MIN: f32 = 1.0e-30;
+const LINEAR_MAX: f32 = 1.0e30;
+/// Smallest `c = ln(sigma_k / sigma_{k-1})` accepted for a pivot: below it the boundary classes'
+/// scaled scores are about `c`, and their rounding (a few ulps of `|c|`: 1e-6 at 8) reaches the
+/// loss and the gradient.
+const PIVOT_LOW: f32 = -8.0;
+/// Largest `c` accepted for a pivot of the extended passes. A positive `c` comes from many
+/// classes near the pivot (`ln((n - k + 1) / k)` when all scores are equal, with `x_i = 0`), so
+/// the bound is loose: it only catches a pivot far above the boundary.
+const PIVOT_HIGH: f32 = 16.0;
+/// Extended passes at most. The k-th largest score is within `ln n` of the boundary in all but
+/// contrived rows; each further pass moves the pivot onto the estimate `p + k tau c`.
+const PIVOT_ROUNDS: u32 = 3;
+
+/// The row-independent scalars of a launch, each formed on the host in f64 and rounded once.
+#[derive(CubeType, Clone)]
+struct Scalars {
+    tau: f32,
+    /// `1 / (k tau)`.
+    inv_ktau: f32,
+    /// `1 / (k tau)` as the sum of two 12-bit parts and a remainder (see
+    /// [`number::log_ratio_sum`]).
+    inv0: f32,
+    inv1: f32,
+    inv2: f32,
+    /// `alpha / tau` as a rounded value and its remainder.
+    margin_hi: f32,
+    margin_lo: f32,
+    /// 1.0, unknown to the shader compiler (see [`number::two_sum`]).
+    one: f32,
+}
+
+/// The weight of a class with score `score`, clamped in the extended system (see [`x_limit`]).
+#[cube]
+fn weight(
+    score: f32,
+    pivot: f32,
+    scalars: &Scalars,
+    #[comptime] k: usize,
+    #[comptime] ext: bool,
+) -> (f32, i32) {
+    let x = (score - pivot) * scalars.inv_ktau;
+    if comptime!(ext) {
+        let limit = f32::new(comptime!(x_limit(k)));
+        number::exp(x.max(f32::new(0.0) - limit).min(limit), scalars.one, ext)
+    } else {
+        number::exp(x, scalars.one, ext)
+    }
+}
+
+/// The factor of class `j` of the row: its weight, or the identity of `mul_linear` (weight 0)
+/// for the label, which is not among the classes multiplied.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn factor_at<F: Float>(
+    scores: &Tensor<F>,
+    base: usize,
+    step: usize,
+    j: usize,
+    label: usize,
+    pivot: f32,
+    scalars: &Scalars,
+    #[comptime] k: usize,
+    #[comptime] ext: bool,
+) -> (f32, i32) {
+    let (wm, we) = weight(
+        f32::cast_from(scores[base + j * step]),
+        pivot,
+        scalars,
+        k,
+        ext,
+    );
+    let (zm, ze) = number::zero(ext);
+    (select(j == label, zm, wm), select(j == label, ze, we))
+}
+
+/// `poly *= (1 + w X)`, truncated at degree `k` (highest degree first, so each update reads
+/// the old lower coefficient). A polynomial is a mantissa array and an exponent array.
+#[cube]
+fn mul_linear(
+    pm: &mut Array<f32>,
+    pe: &mut Array<i32>,
+    wm: f32,
+    we: i32,
+    #[comptime] k: usize,
+    #[comptime] ext: bool,
+) {
+    #[unroll]
+    for t in 0..k {
+        let d = comptime!(k - t);
+        let (qm, qe) = number::mul(wm, we, pm[d - 1], pe[d - 1], ext);
+        let (sm, se) = number::add(pm[d], pe[d], qm, qe, ext);
+        pm[d] = sm;
+        pe[d] = se;
+    }
+}
+
+/// Sets a polynomial to 1.
+#[cube]
+fn set_one(pm: &mut Array<f32>, pe: &mut Array<i32>, #[comptime] k: usize, #[comptime] ext: bool) {
+    let (om, oe) = number::one();
+    let (zm, ze) = number::zero(ext);
+    pm[0] = om;
+    pe[0] = oe;
+    #[unroll]
+    for d in 1..comptime!(k + 1) {
+        pm[d] = zm;
+        pe[d] = ze;
+    }
+}
+
+/// Copies the `k + 1` coefficients of one polynomial into another.
+#[cube]
+fn copy_poly(
+    from_m: &Array<f32>,
+    from_e: &Array<i32>,
+    to_m: &mut Array<f32>,
+    to_e: &mut Array<i32>,
+    #[comptime] k: usize,
+) {
+    #[unroll]
+    for d in 0..comptime!(k + 1) {
+        to_m[d] = from_m[d];
+        to_e[d] = from_e[d];
+    }
+}
+
+/// Coefficient `at` of the polynomials in shared memory (no exponent in the linear system).
+#[cube]
+fn shared_at(
+    shared_m: &mut Shared<[f32]>,
+    shared_e: &mut Shared<[i32]>,
+    at: usize,
+    #[comptime] ext: bool,
+) -> (f32, i32) {
+    if comptime!(ext) {
+        (shared_m[at], shared_e[at])
+    } else {
+        (shared_m[at], 0i32)
+    }
+}
+
+/// Multiplies the polynomials of all units of the cube (each passes its own) and writes the
+/// product to every unit's `out`. Each shared slice holds `cube_dim * (k + 1)` values.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn cube_product(
+    pm: &Array<f32>,
+    pe: &Array<i32>,
+    shared_m: &mut Shared<[f32]>,
+    shared_e: &mut Shared<[i32]>,
+    out_m: &mut Array<f32>,
+    out_e: &mut Array<i32>,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] ext: bool,
+) {
+    let tid = UNIT_POS_X as usize;
+    let width = comptime!(k + 1);
+    #[unroll]
+    for d in 0..width {
+        shared_m[tid * width + d] = pm[d];
+        if comptime!(ext) {
+            shared_e[tid * width + d] = pe[d];
+        }
+    }
+    sync_cube();
+    let mut active = cube_dim.runtime();
+    while active > 1 {
+        active /= 2;
+        if tid < active {
+            let a = tid * width;
+            let b = (tid + active) * width;
+            let mut prod_m = Array::<f32>::new(width);
+            let mut prod_e = Array::<i32>::new(width);
+            #[unroll]
+            for d in 0..width {
+                let (zm, ze) = number::zero(ext);
+                let mut acc_m = zm;
+                let mut acc_e = ze;
+                #[unroll]
+                for i in 0..comptime!(d + 1) {
+                    let (xm, xe) = shared_at(shared_m, shared_e, a + i, ext);
+                    let (ym, ye) = shared_at(shared_m, shared_e, b + d - i, ext);
+                    let (qm, qe) = number::mul(xm, xe, ym, ye, ext);
+                    let (sm, se) = number::add(acc_m, acc_e, qm, qe, ext);
+                    acc_m = sm;
+                    acc_e = se;
+                }
+                prod_m[d] = acc_m;
+                prod_e[d] = acc_e;
+            }
+            #[unroll]
+            for d in 0..width {
+                shared_m[a + d] = prod_m[d];
+                if comptime!(ext) {
+                    shared_e[a + d] = prod_e[d];
+                }
+            }
+        }
+        sync_cube();
+    }
+    #[unroll]
+    for d in 0..width {
+        let (xm, xe) = shared_at(shared_m, shared_e, d, ext);
+        out_m[d] = xm;
+        out_e[d] = xe;
+    }
+    sync_cube();
+}
+
+/// `sigma_0..k` of the non-label classes of this cube's row, in `full`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn forward<F: Float>(
+    scores: &Tensor<F>,
+    base: usize,
+    step: usize,
+    label: usize,
+    pivot: f32,
+    scalars: &Scalars,
+    shared_m: &mut Shared<[f32]>,
+    shared_e: &mut Shared<[i32]>,
+    full_m: &mut Array<f32>,
+    full_e: &mut Array<i32>,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] ext: bool,
+) {
+    let n = scores.shape(1);
+    let mut pm = Array::<f32>::new(comptime!(k + 1));
+    let mut pe = Array::<i32>::new(comptime!(k + 1));
+    set_one(&mut pm, &mut pe, k, ext);
+    // Four strided loads in flight per unit before their factors are used: one at a time,
+    // every element would wait a full memory latency.
+    let mut j = UNIT_POS_X as usize;
+    while j + comptime!(3 * cube_dim) < n {
+        let (w0m, w0e) = factor_at::<F>(scores, base, step, j, label, pivot, scalars, k, ext);
+        let (w1m, w1e) = factor_at::<F>(
+            scores,
+            base,
+            step,
+            j + cube_dim,
+            label,
+            pivot,
+            scalars,
+            k,
+            ext,
+        );
+        let (w2m, w2e) = factor_at::<F>(
+            scores,
+            base,
+            step,
+            j + 2 * cube_dim,
+            label,
+            pivot,
+            scalars,
+            k,
+            ext,
+        );
+        let (w3m, w3e) = factor_at::<F>(
+            scores,
+            base,
+            step,
+            j + 3 * cube_dim,
+            label,
+            pivot,
+            scalars,
+            k,
+            ext,
+        );
+        mul_linear(&mut pm, &mut pe, w0m, w0e, k, ext);
+        mul_linear(&mut pm, &mut pe, w1m, w1e, k, ext);
+        mul_linear(&mut pm, &mut pe, w2m, w2e, k, ext);
+        mul_linear(&mut pm, &mut pe, w3m, w3e, k, ext);
+        j += comptime!(4 * cube_dim);
+    }
+    while j < n {
+        let (wm, we) = factor_at::<F>(scores, base, step, j, label, pivot, scalars, k, ext);
+        mul_linear(&mut pm, &mut pe, wm, we, k, ext);
+        j += cube_dim;
+    }
+    cube_product(
+        &pm, &pe, shared_m, shared_e, full_m, full_e, k, cube_dim, ext,
+    );
+}
+
+/// `ln(sigma_k / sigma_{k-1})` of `sigma_0..k` in `full`.
+#[cube]
+fn top_ln_ratio(
+    full_m: &Array<f32>,
+    full_e: &Array<i32>,
+    one: f32,
+    #[comptime] k: usize,
+    #[comptime] ext: bool,
+) -> f32 {
+    let below = comptime!(k - 1);
+    number::ln_ratio(full_m[k], full_e[k], full_m[below], full_e[below], one, ext)
+}
+
+/// The gradient entry of one non-label class of weight `w`, written at `at`; when the upward
+/// recursion is not trustworthy for it, the class is listed in `unstable` instead, for the
+/// exact pass.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn gradient_entry<F: Float>(
+    grad: &mut Tensor<F>,
+    at: usize,
+    wm: f32,
+    we: i32,
+    full_m: &Array<f32>,
+    full_e: &Array<i32>,
+    scale: f32,
+    unstable: &mut Shared<[u32]>,
+    count: &Shared<[Atomic<u32>]>,
+    class: usize,
+    #[comptime] k: usize,
+    #[comptime] ext: bool,
+) {
+    // L_{d-1} and L_{d-2} of the leave-one-out polynomial (d = 1 .. k - 1).
+    let (om, oe) = number::one();
+    let (zm, ze) = number::zero(ext);
+    let mut lm = om;
+    let mut le = oe;
+    let mut l2m = zm;
+    let mut l2e = ze;
+    let mut stable = true;
+    #[unroll]
+    for d in 1..k {
+        l2m = lm;
+        l2e = le;
+        if comptime!(ext) {
+            // L_d = sigma_d (1 - q), q = w L_{d-1} / sigma_d = P_d(i): exact scaling, no
+            // subtraction of extended numbers.
+            let (tm, te) = number::mul(wm, we, lm, le, ext);
+            let q = number::ratio(tm, te, full_m[d], full_e[d], ext);
+            stable = stable && q <= f32::new(0.5);
+            let (nm, ne) = number::scale(full_m[d], full_e[d], f32::new(1.0) - q, ext);
+            lm = nm;
+            le = ne;
+        } else {
+            let t = wm * lm;
+            stable = stable && t <= f32::new(0.5) * full_m[d];
+            lm = full_m[d] - t;
+        }
+    }
+    if stable {
+        let below = comptime!(k - 1);
+        let (am, ae) = number::mul(wm, we, lm, le, ext);
+        let p_k = number::ratio(am, ae, full_m[k], full_e[k], ext);
+        let (bm, be) = number::mul(wm, we, l2m, l2e, ext);
+        let p_k1 = number::ratio(bm, be, full_m[below], full_e[below], ext);
+        grad[at] = F::cast_from(scale * (p_k - p_k1));
+    } else {
+        let slot = count[0].fetch_add(1u32) as usize;
+        if slot < comptime!(2 * k) {
+            unstable[slot] = class as u32;
+        }
+    }
+}
+
+/// Loss and gradient of this cube's row from `sigma_0..k` (in `full`) for `pivot`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn finish<F: Float>(
+    scores: &Tensor<F>,
+    losses: &mut Tensor<F>,
+    grad: &mut Tensor<F>,
+    shared_m: &mut Shared<[f32]>,
+    shared_e: &mut Shared<[i32]>,
+    full_m: &Array<f32>,
+    full_e: &Array<i32>,
+    row: usize,
+    label: usize,
+    pivot: f32,
+    s_y: f32,
+    scalars: &Scalars,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] with_grad: bool,
+    #[comptime] ext: bool,
+) {
+    let tid = UNIT_POS_X as usize;
+    let n = scores.shape(1);
+    let base = row * scores.stride(0);
+    let step = scores.stride(1);
+    let (log_r, log_r_lo) = number::log_ratio_sum(
+        scalars.margin_hi,
+        scalars.margin_lo,
+        pivot,
+        s_y,
+        scalars.inv0,
+        scalars.inv1,
+        scalars.inv2,
+        top_ln_ratio(full_m, full_e, scalars.one, k, ext),
+        scalars.one,
+    );
+    let tau = scalars.tau;
+    if tid == 0 {
+        let at = row * losses.stride(0);
+        losses[at] = F::cast_from(tau * softplus(log_r, log_r_lo, scalars.one));
+    }
+    if comptime!(with_grad) {
+        let g_row = row * grad.stride(0);
+        let g_step = grad.stride(1);
+        let scale = sigmoid(log_r, log_r_lo, scalars.one) / f32::new(comptime!(k as f32));
+        if tid == 0 {
+            grad[g_row + label * g_step] = F::cast_from(f32::new(0.0) - scale);
+        }
+        let capacity = comptime!(2 * k);
+        let mut unstable = Shared::<[u32]>::new_slice(capacity);
+        let count = Shared::<[Atomic<u32>]>::new_slice(1usize);
+        if tid == 0 {
+            count[0].store(0u32);
+        }
+        sync_cube();
+        // Scores of four classes are loaded before any is processed (memory latency, as in
+        // `forward`).
+        let mut j = tid;
+        while j + comptime!(3 * cube_dim) < n {
+            let s0 = f32::cast_from(scores[base + j * step]);
+            let s1 = f32::cast_from(scores[base + (j + cube_dim) * step]);
+            let s2 = f32::cast_from(scores[base + (j + 2 * cube_dim) * step]);
+            let s3 = f32::cast_from(scores[base + (j + 3 * cube_dim) * step]);
+            #[unroll]
+            for u in 0..4 {
+                let class = j + comptime!(u * cube_dim);
+                let score = if comptime!(u == 0) {
+                    s0
+                } else if comptime!(u == 1) {
+                    s1
+                } else if comptime!(u == 2) {
+                    s2
+                } else {
+                    s3
+                };
+                if class != label {
+                    let (wm, we) = weight(score, pivot, scalars, k, ext);
+                    gradient_entry::<F>(
+                        grad,
+                        g_row + class * g_step,
+                        wm,
+                        we,
+                        full_m,
+                        full_e,
+                        scale,
+                        &mut unstable,
+                        &count,
+                        class,
+                        k,
+                        ext,
+                    );
+                }
+            }
+            j += comptime!(4 * cube_dim);
+        }
+        while j < n {
+            if j != label {
+                let (wm, we) = weight(
+                    f32::cast_from(scores[base + j * step]),
+                    pivot,
+                    scalars,
+                    k,
+                    ext,
+                );
+                gradient_entry::<F>(
+                    grad,
+                    g_row + j * g_step,
+                    wm,
+                    we,
+                    full_m,
+                    full_e,
+                    scale,
+                    &mut unstable,
+                    &count,
+                    j,
+                    k,
+                    ext,
+                );
+            }
+            j += cube_dim;
+        }
+        sync_cube();
+        let listed = (count[0].load() as usize).min(capacity);
+        if listed > 0 {
+            // Product of the stable classes' factors.
+            let mut rest_m = Array::<f32>::new(comptime!(k + 1));
+            let mut rest_e = Array::<i32>::new(comptime!(k + 1));
+            set_one(&mut rest_m, &mut rest_e, k, ext);
+            let mut j = tid;
+            while j < n {
+                let mut is_listed = j == label;
+                for t in 0..listed {
+                    is_listed = is_listed || unstable[t] as usize == j;
+                }
+                if !is_listed {
+                    let (wm, we) = weight(
+                        f32::cast_from(scores[base + j * step]),
+                        pivot,
+                        scalars,
+                        k,
+                        ext,
+                    );
+                    mul_linear(&mut rest_m, &mut rest_e, wm, we, k, ext);
+                }
+                j += cube_dim;
+            }
+            let mut stable_m = Array::<f32>::new(comptime!(k + 1));
+            let mut stable_e = Array::<i32>::new(comptime!(k + 1));
+            cube_product(
+                &rest_m,
+                &rest_e,
+                shared_m,
+                shared_e,
+                &mut stable_m,
+                &mut stable_e,
+                k,
+                cube_dim,
+                ext,
+            );
+            if tid < listed {
+                let i = unstable[tid] as usize;
+                let (wim, wie) = weight(
+                    f32::cast_from(scores[base + i * step]),
+                    pivot,
+                    scalars,
+                    k,
+                    ext,
+                );
+                let mut loo_m = Array::<f32>::new(comptime!(k + 1));
+                let mut loo_e = Array::<i32>::new(comptime!(k + 1));
+                copy_poly(&stable_m, &stable_e, &mut loo_m, &mut loo_e, k);
+                for t in 0..listed {
+                    if t != tid {
+                        let other = unstable[t] as usize;
+                        let (wm, we) = weight(
+                            f32::cast_from(scores[base + other * step]),
+                            pivot,
+                            scalars,
+                            k,
+                            ext,
+                        );
+                        mul_linear(&mut loo_m, &mut loo_e, wm, we, k, ext);
+                    }
+                }
+                let mut all_m = Array::<f32>::new(comptime!(k + 1));
+                let mut all_e = Array::<i32>::new(comptime!(k + 1));
+                copy_poly(&loo_m, &loo_e, &mut all_m, &mut all_e, k);
+                mul_linear(&mut all_m, &mut all_e, wim, wie, k, ext);
+                let below = comptime!(k - 1);
+                let (am, ae) = number::mul(wim, wie, loo_m[below], loo_e[below], ext);
+                let p_k = number::ratio(am, ae, all_m[k], all_e[k], ext);
+                let mut p_k1 = f32::new(0.0);
+                if comptime!(k >= 2) {
+                    let lower = comptime!(k.saturating_sub(2));
+                    let (bm, be) = number::mul(wim, wie, loo_m[lower], loo_e[lower], ext);
+                    p_k1 = number::ratio(bm, be, all_m[below], all_e[below], ext);
+                }
+                grad[g_row + i * g_step] = F::cast_from(scale * (p_k - p_k1));
+            }
+        }
+    }
+}
+
+/// Inserts `value` into the descending list `top` of `k` values, dropping the smallest.
+#[cube]
+fn insert_sorted(top: &mut Array<f32>, value: f32, #[comptime] k: usize) {
+    let mut v = value;
+    #[unroll]
+    for d in 0..k {
+        let high = top[d].max(v);
+        v = top[d].min(v);
+        top[d] = high;
+    }
+}
+
+/// The k-th largest non-label score of the row (tied scores counted one by one): each unit keeps
+/// the top k of its share in registers, then a tree of merges in shared memory (`shared` holds
+/// at least `cube_dim * k` values). One pass over the row.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn kth_largest<F: Float>(
+    scores: &Tensor<F>,
+    base: usize,
+    step: usize,
+    label: usize,
+    shared: &mut Shared<[f32]>,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+) -> f32 {
+    let n = scores.shape(1);
+    let tid = UNIT_POS_X as usize;
+    let mut top = Array::<f32>::new(k);
+    #[unroll]
+    for d in 0..k {
+        top[d] = f32::min_value();
+    }
+    let mut j = tid;
+    while j < n {
+        if j != label {
+            insert_sorted(&mut top, f32::cast_from(scores[base + j * step]), k);
+        }
+        j += cube_dim;
+    }
+    #[unroll]
+    for d in 0..k {
+        shared[tid * k + d] = top[d];
+    }
+    sync_cube();
+    let mut active = cube_dim.runtime();
+    while active > 1 {
+        active /= 2;
+        if tid < active {
+            #[unroll]
+            for d in 0..k {
+                insert_sorted(&mut top, shared[(tid + active) * k + d], k);
+            }
+            #[unroll]
+            for d in 0..k {
+                shared[tid * k + d] = top[d];
+            }
+        }
+        sync_cube();
+    }
+    let out = shared[comptime!(k - 1)];
+    sync_cube();
+    out
+}
+
+/// `exp(-|x|)` for `x = hi + lo`.
+#[cube]
+fn exp_minus_abs(hi: f32, lo: f32, one: f32) -> f32 {
+    let negative = hi < f32::new(0.0);
+    number::exp_accurate(
+        select(negative, hi, f32::new(0.0) - hi),
+        select(negative, lo, f32::new(0.0) - lo),
+        one,
+    )
+}
+
+/// `ln(1 + exp(x))` for `x = hi + lo` (`one` as at [`number::two_sum`]). For `x << 0` this is `exp(x)`, whose relative error is
+/// the absolute error of `x`: hence the pair and the accurate `exp`.
+#[cube]
+fn softplus(hi: f32, lo: f32, one: f32) -> f32 {
+    let tail = number::log1p(exp_minus_abs(hi, lo, one));
+    select(hi > f32::new(0.0), hi + (lo + tail), tail)
+}
+
+/// `1 / (1 + exp(-x))` for `x = hi + lo`, without overflow.
+#[cube]
+fn sigmoid(hi: f32, lo: f32, one: f32) -> f32 {
+    let e = exp_minus_abs(hi, lo, one);
+    let one = f32::new(1.0);
+    select(hi >= f32::new(0.0), one / (one + e), e / (one + e))
+}
+
+/// The loss value that marks a row the linear launch left to the extended one (losses are
+/// never negative).
+const PENDING: f32 = -1.0;
+
+/// Loss (and gradient when `with_grad`) of the smooth top-k SVM for one sample per cube.
+/// `scores [batch, n]`, `targets [batch]`, `losses [batch]`, `grad [batch, n]` (any 1-element
+/// tensor when `with_grad` is false). The host passes `k tau` and the parts of `1 / (k tau)` and
+/// `alpha / tau` described at [`number::log_ratio_sum`], all formed in f64.
+///
+/// Launched twice: with `ext = false` it runs the linear pass on every row, finishes the rows
+/// it is accurate for and marks the others with a [`PENDING`] loss; with `ext = true` it runs
+/// the extended passes on the marked rows only. Two launches keep the extended system's
+/// registers (an exponent per coefficient, the top-k list) off the common linear kernel.
+#[cube(launch_unchecked)]
+#[allow(clippy::too_many_arguments)]
+pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
+    scores: &Tensor<F>,
+    targets: &Tensor<I>,
+    losses: &mut Tensor<F>,
+    grad: &mut Tensor<F>,
+    tau: f32,
+    ktau: f32,
+    inv_ktau: f32,
+    inv0: f32,
+    inv1: f32,
+    inv2: f32,
+    margin_hi: f32,
+    margin_lo: f32,
+    one: f32,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] with_grad: bool,
+    #[comptime] ext: bool,
+    #[define(F, I)] _dtypes: [ElemType; 2],
+) {
+    let scalars = Scalars {
+        tau,
+        inv_ktau,
+        inv0,
+        inv1,
+        inv2,
+        margin_hi,
+        margin_lo,
+        one,
+    };
+    let row = cube_row();
+    if row >= losses.shape(0) {
+        terminate!();
+    }
+    let loss_at = row * losses.stride(0);
+    // Nested on purpose: the outer condition is resolved when the kernel is expanded.
+    #[allow(clippy::collapsible_if)]
+    if comptime!(ext) {
+        if f32::cast_from(losses[loss_at]) != f32::new(PENDING) {
+            terminate!();
+        }
+    }
+    let tid = UNIT_POS_X as usize;
+    let n = scores.shape(1);
+    let base = row * scores.stride(0);
+    let step = scores.stride(1);
+    let label = label_of::<I>(targets, row, n);
+    let s_y = f32::cast_from(scores[base + label * step]);
+    let mut shared_m = Shared::<[f32]>::new_slice(comptime!(cube_dim * (k + 1)));
+    // Exponents only in the extended system.
+    let mut shared_e =
+        Shared::<[i32]>::new_slice(comptime!(if ext { cube_dim * (k + 1) } else { 1 }));
+    let mut full_m = Array::<f32>::new(comptime!(k + 1));
+    let mut full_e = Array::<i32>::new(comptime!(k + 1));
+
+    if comptime!(!ext) {
+        // 1. Largest non-label score.
+        let mut local_max = f32::min_value();
+        let mut j = tid;
+        while j + comptime!(3 * cube_dim) < n {
+            let a = f32::cast_from(scores[base + j * step]);
+            let b = f32::cast_from(scores[base + (j + cube_dim) * step]);
+            let c = f32::cast_from(scores[base + (j + 2 * cube_dim) * step]);
+            let d = f32::cast_from(scores[base + (j + 3 * cube_dim) * step]);
+            let a = select(j == label, f32::min_value(), a);
+            let b = select(j + cube_dim == label, f32::min_value(), b);
+            let c = select(j + 2 * cube_dim == label, f32::min_value(), c);
+            let d = select(j + 3 * cube_dim == label, f32::min_value(), d);
+            local_max = local_max.max(a.max(b)).max(c.max(d));
+            j += comptime!(4 * cube_dim);
+        }
+        while j < n {
+            if j != label {
+                local_max = local_max.max(f32::cast_from(scores[base + j * step]));
+            }
+            j += cube_dim;
+        }
+        let m = cube_max(local_max, &mut shared_m, cube_dim);
+
+        // 2. The linear pass with the largest score as pivot. Every unit sees the same
+        //    coefficients, so every decision below is uniform across the cube.
+        forward::<F>(
+            scores,
+            base,
+            step,
+            label,
+            m,
+            &scalars,
+            &mut shared_m,
+            &mut shared_e,
+            &mut full_m,
+            &mut full_e,
+            k,
+            cube_dim,
+            false,
+        );
+        let below = comptime!(k - 1);
+        let mut accurate = full_m[k] >= f32::new(LINEAR_MIN)
+            && full_m[below] >= f32::new(LINEAR_MIN)
+            && top_ln_ratio(&full_m, &full_e, one, k, false) >= f32::new(PIVOT_LOW);
+        #[unroll]
+        for d in 0..comptime!(k + 1) {
+            accurate = accurate && full_m[d] <= f32::new(LINEAR_MAX);
+        }
+        if accurate {
+            finish::<F>(
+                scores,
+                losses,
+                grad,
+                &mut shared_m,
+                &mut shared_e,
+                &full_m,
+                &full_e,
+                row,
+                label,
+                m,
+                s_y,
+                &scalars,
+                k,
+                cube_dim,
+                with_grad,
+                false,
+            );
+        } else if tid == 0 {
+            losses[loss_at] = F::cast_from(f32::new(PENDING));
+        }
+    } else {
+        // 3. The extended system, with the pivot on the top-k boundary: first the k-th
+        //    largest non-label score, then moved by `k tau c` while `c` is out of bounds.
+        let mut pivot = kth_largest::<F>(scores, base, step, label, &mut shared_m, k, cube_dim);
+        let mut rounds = 0u32;
+        let mut settled = false;
+        while !settled {
+            forward::<F>(
+                scores,
+                base,
+                step,
+                label,
+                pivot,
+                &scalars,
+                &mut shared_m,
+                &mut shared_e,
+                &mut full_m,
+                &mut full_e,
+                k,
+                cube_dim,
+                true,
+            );
+            let c = top_ln_ratio(&full_m, &full_e, one, k, true);
+            rounds += 1;
+            if (c >= f32::new(PIVOT_LOW) && c <= f32::new(PIVOT_HIGH)) || rounds >= PIVOT_ROUNDS {
+                settled = true;
+            } else {
+                pivot += ktau * c;
+            }
+        }
+        finish::<F>(
+            scores,
+            losses,
+            grad,
+            &mut shared_m,
+            &mut shared_e,
+            &full_m,
+            &full_e,
+            row,
+            label,
+            pivot,
+            s_y,
+            &scalars,
+            k,
+            cube_dim,
+            with_grad,
+            true,
+        );
+    }
+}
