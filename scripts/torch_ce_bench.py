@@ -30,6 +30,17 @@ def main():
     dev = torch.device("cuda")
     gen = torch.Generator(device=dev).manual_seed(0)
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name(0)}")
+    # The per-call floor: the same calls on a [1, 10] batch (launch + synchronisation).
+    tiny_x = torch.randn(1, 10, device=dev, generator=gen).requires_grad_(True)
+    tiny_y = torch.tensor([3], device=dev)
+
+    def tiny():
+        tiny_x.grad = None
+        F.cross_entropy(tiny_x, tiny_y).backward()
+
+    floor = median_ms(tiny, 50)
+    print(f"per-call floor (ce fwd+bwd on [1, 10]): {floor:.4f} ms")
+    print("JSON " + json.dumps({"impl": "torch-cross-entropy", "floor_forward_backward_ms": floor}))
     print(f"{'n':>7} {'batch':>6} {'ce fwd':>10} {'ce fwd+bwd':>12}")
     for n in (100, 1000, 10000, 100000):
         for batch in (256, 4096):

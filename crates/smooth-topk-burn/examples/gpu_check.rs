@@ -163,6 +163,23 @@ fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn timings(device: &Device, quick: bool) {
+    // The per-call floor: the same op on a [1, 10] batch, whose kernels do next to nothing, so
+    // what remains is host dispatch, submission and synchronisation. Subtract it to compare
+    // kernel work across runtimes (PyTorch's floor is printed by torch_ce_bench.py).
+    let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
+    let tiny_y =
+        Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![3i64], [1]), device);
+    let tiny_loss: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
+    let floor = median_ms(device, 50, || {
+        let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+            tiny_x.clone().into_dispatch(),
+            tiny_y.clone().into_dispatch(),
+            tiny_loss,
+        );
+        drop(out);
+    });
+    println!("per-call floor (svm fwd+bwd on [1, 10]): {floor:.4} ms");
+    println!("JSON {{\"impl\":\"smooth-topk-cubecl\",\"floor_forward_backward_ms\":{floor}}}");
     println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");
     println!("   (\"svm ext\": tau = 0.05 on scores ~ N(0, 10^2), where every row takes the extended path)");
     println!(

@@ -2,13 +2,14 @@
 //! algorithm (see `smooth_topk`'s `esp.rs`) on the weights `w_i = exp(x_i)`,
 //! `x_i = (s_i - p) / (k tau)`, of the non-label classes, for a pivot score `p`:
 //!
-//! 1. `m = max_{i != y} s_i` by a tree reduction in shared memory.
-//! 2. Each unit multiplies the factors `(1 + w_i X)` of its strided share of the classes
+//! 1. Each unit multiplies the factors `(1 + w_i X)` of its strided share of the classes
 //!    (truncated at degree k, in registers); a tree of polynomial products in shared memory
-//!    gives `sigma_0..k`.
-//! 3. `ln r = alpha / tau + (p - s_y) / (k tau) + c`, `c = ln(sigma_k / sigma_{k-1})`; the loss
+//!    gives `sigma_0..k`. With the maximum as pivot, `m = max_{i != y} s_i` is found in the
+//!    same read: units keep their coefficients relative to a running maximum (see
+//!    [`forward_with_max`]).
+//! 2. `ln r = alpha / tau + (p - s_y) / (k tau) + c`, `c = ln(sigma_k / sigma_{k-1})`; the loss
 //!    is `tau softplus(ln r)`.
-//! 4. Gradient: per class, the upward leave-one-out recursion `L_j = sigma_j - w_i L_{j-1}`,
+//! 3. Gradient: per class, the upward leave-one-out recursion `L_j = sigma_j - w_i L_{j-1}`,
 //!    trusted while every `P_j(i) <= 1/2`. The fewer than `2k` classes that fail are listed in
 //!    shared memory; their leave-one-out polynomials are the product of the stable classes'
 //!    factors (a second tree reduction, run only when the list is not empty) and the other
@@ -33,7 +34,7 @@
 //! `k = 1, tau = 1, alpha = 0`.
 
 use super::number::{self, x_limit};
-use super::{cube_max, cube_row, label_of};
+use super::{cube_row, label_of};
 use cubecl::prelude::*;
 
 /// The linear pass is accepted when `sigma_{k-1}, sigma_k >= LINEAR_MIN` and every coefficient
@@ -323,6 +324,131 @@ fn forward<F: Float>(
     cube_product(
         &pm, &pe, shared_m, shared_e, full_m, full_e, k, cube_dim, ext,
     );
+}
+
+/// Multiplies coefficient `d` of a linear-system polynomial by `r^d`, `r = exp(arg)`: the
+/// polynomial of weights `exp((s - m_old) / (k tau))` re-expressed for a larger maximum
+/// `m_new`, `arg = (m_old - m_new) / (k tau)`.
+#[cube]
+fn rescale(poly: &mut Array<f32>, arg: f32, #[comptime] k: usize) {
+    let r = arg.exp();
+    let mut power = r;
+    #[unroll]
+    for d in 1..comptime!(k + 1) {
+        poly[d] *= power;
+        power *= r;
+    }
+}
+
+/// The linear launch's pass: `m`, the largest non-label score, and `sigma_0..k` (in `full_m`)
+/// of the weights `exp((s_i - m) / (k tau))`, in one read of the row. Each unit keeps its
+/// coefficients relative to its own running maximum and rescales them when that grows (once
+/// per group of four loads at most, and rarely after the first few); the tree brings both
+/// operands to the larger maximum before each product. `shared` holds `cube_dim * (k + 2)`
+/// values. Returns `m`.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn forward_with_max<F: Float>(
+    scores: &Tensor<F>,
+    base: usize,
+    step: usize,
+    label: usize,
+    scalars: &Scalars,
+    shared: &mut Shared<[f32]>,
+    full_m: &mut Array<f32>,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+) -> f32 {
+    let n = scores.shape(1);
+    let tid = UNIT_POS_X as usize;
+    let inv_ktau = scalars.inv_ktau;
+    let mut poly = Array::<f32>::new(comptime!(k + 1));
+    let mut unused = Array::<i32>::new(comptime!(k + 1));
+    set_one(&mut poly, &mut unused, k, false);
+    let mut local_max = f32::min_value();
+    // Four strided loads in flight per unit, as in `forward`.
+    let mut j = tid;
+    while j + comptime!(3 * cube_dim) < n {
+        let mut s = Array::<f32>::new(4usize);
+        #[unroll]
+        for u in 0..4 {
+            let class = j + comptime!(u * cube_dim);
+            let score = f32::cast_from(scores[base + class * step]);
+            s[u] = select(class == label, f32::min_value(), score);
+        }
+        let top = s[0].max(s[1]).max(s[2].max(s[3]));
+        if top > local_max {
+            rescale(&mut poly, (local_max - top) * inv_ktau, k);
+            local_max = top;
+        }
+        #[unroll]
+        for u in 0..4 {
+            // The label's stand-in score gives exp(-huge) = 0: no factor.
+            let w = ((s[u] - local_max) * inv_ktau).exp();
+            mul_linear(&mut poly, &mut unused, w, 0i32, k, false);
+        }
+        j += comptime!(4 * cube_dim);
+    }
+    while j < n {
+        if j != label {
+            let score = f32::cast_from(scores[base + j * step]);
+            if score > local_max {
+                rescale(&mut poly, (local_max - score) * inv_ktau, k);
+                local_max = score;
+            }
+            let w = ((score - local_max) * inv_ktau).exp();
+            mul_linear(&mut poly, &mut unused, w, 0i32, k, false);
+        }
+        j += cube_dim;
+    }
+    // Tree of products; each unit's slot holds its k + 1 coefficients, then its maximum.
+    let width = comptime!(k + 2);
+    #[unroll]
+    for d in 0..comptime!(k + 1) {
+        shared[tid * width + d] = poly[d];
+    }
+    shared[tid * width + comptime!(k + 1)] = local_max;
+    sync_cube();
+    let mut active = cube_dim.runtime();
+    while active > 1 {
+        active /= 2;
+        if tid < active {
+            let a = tid * width;
+            let b = (tid + active) * width;
+            let m_a = shared[a + comptime!(k + 1)];
+            let m_b = shared[b + comptime!(k + 1)];
+            let m = m_a.max(m_b);
+            // A unit that saw no class has maximum f32::MIN: its polynomial (1) is unchanged
+            // by the rescaling, whose factor is 0 in every degree above 0.
+            let mut pa = Array::<f32>::new(comptime!(k + 1));
+            let mut pb = Array::<f32>::new(comptime!(k + 1));
+            #[unroll]
+            for d in 0..comptime!(k + 1) {
+                pa[d] = shared[a + d];
+                pb[d] = shared[b + d];
+            }
+            rescale(&mut pa, (m_a - m) * inv_ktau, k);
+            rescale(&mut pb, (m_b - m) * inv_ktau, k);
+            #[unroll]
+            for d in 0..comptime!(k + 1) {
+                let mut acc = f32::new(0.0);
+                #[unroll]
+                for i in 0..comptime!(d + 1) {
+                    acc += pa[i] * pb[d - i];
+                }
+                shared[a + d] = acc;
+            }
+            shared[a + comptime!(k + 1)] = m;
+        }
+        sync_cube();
+    }
+    #[unroll]
+    for d in 0..comptime!(k + 1) {
+        full_m[d] = shared[d];
+    }
+    let m = shared[comptime!(k + 1)];
+    sync_cube();
+    m
 }
 
 /// `ln(sigma_k / sigma_{k-1})` of `sigma_0..k` in `full`.
@@ -757,7 +883,8 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     let step = scores.stride(1);
     let label = label_of::<I>(targets, row, n);
     let s_y = f32::cast_from(scores[base + label * step]);
-    let mut shared_m = Shared::<[f32]>::new_slice(comptime!(cube_dim * (k + 1)));
+    // Mantissas (the linear launch's tree also carries each unit's maximum).
+    let mut shared_m = Shared::<[f32]>::new_slice(comptime!(cube_dim * (k + 2)));
     // Exponents only in the extended system.
     let mut shared_e =
         Shared::<[i32]>::new_slice(comptime!(if ext { cube_dim * (k + 1) } else { 1 }));
@@ -765,45 +892,19 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     let mut full_e = Array::<i32>::new(comptime!(k + 1));
 
     if comptime!(!ext) {
-        // 1. Largest non-label score.
-        let mut local_max = f32::min_value();
-        let mut j = tid;
-        while j + comptime!(3 * cube_dim) < n {
-            let a = f32::cast_from(scores[base + j * step]);
-            let b = f32::cast_from(scores[base + (j + cube_dim) * step]);
-            let c = f32::cast_from(scores[base + (j + 2 * cube_dim) * step]);
-            let d = f32::cast_from(scores[base + (j + 3 * cube_dim) * step]);
-            let a = select(j == label, f32::min_value(), a);
-            let b = select(j + cube_dim == label, f32::min_value(), b);
-            let c = select(j + 2 * cube_dim == label, f32::min_value(), c);
-            let d = select(j + 3 * cube_dim == label, f32::min_value(), d);
-            local_max = local_max.max(a.max(b)).max(c.max(d));
-            j += comptime!(4 * cube_dim);
-        }
-        while j < n {
-            if j != label {
-                local_max = local_max.max(f32::cast_from(scores[base + j * step]));
-            }
-            j += cube_dim;
-        }
-        let m = cube_max(local_max, &mut shared_m, cube_dim);
-
-        // 2. The linear pass with the largest score as pivot. Every unit sees the same
-        //    coefficients, so every decision below is uniform across the cube.
-        forward::<F>(
+        // 1-2. The largest non-label score and the linear pass with it as pivot, in one read.
+        //      Every unit sees the same coefficients, so every decision below is uniform
+        //      across the cube.
+        let m = forward_with_max::<F>(
             scores,
             base,
             step,
             label,
-            m,
             &scalars,
             &mut shared_m,
-            &mut shared_e,
             &mut full_m,
-            &mut full_e,
             k,
             cube_dim,
-            false,
         );
         let below = comptime!(k - 1);
         let mut accurate = full_m[k] >= f32::new(LINEAR_MIN)
