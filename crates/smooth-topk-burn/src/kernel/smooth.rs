@@ -477,6 +477,7 @@ fn gradient_entry<F: Float>(
     full_m: &Array<f32>,
     full_e: &Array<i32>,
     scale: f32,
+    factors: (f32, f32),
     unstable: &mut Shared<[u32]>,
     count: &Shared<[Atomic<u32>]>,
     class: usize,
@@ -511,12 +512,20 @@ fn gradient_entry<F: Float>(
         }
     }
     if stable {
-        let below = comptime!(k - 1);
-        let (am, ae) = number::mul(wm, we, lm, le, ext);
-        let p_k = number::ratio(am, ae, full_m[k], full_e[k], ext);
-        let (bm, be) = number::mul(wm, we, l2m, l2e, ext);
-        let p_k1 = number::ratio(bm, be, full_m[below], full_e[below], ext);
-        grad[at] = F::cast_from(scale * (p_k - p_k1));
+        if comptime!(ext) {
+            let below = comptime!(k - 1);
+            let (am, ae) = number::mul(wm, we, lm, le, ext);
+            let p_k = number::ratio(am, ae, full_m[k], full_e[k], ext);
+            let (bm, be) = number::mul(wm, we, l2m, l2e, ext);
+            let p_k1 = number::ratio(bm, be, full_m[below], full_e[below], ext);
+            grad[at] = F::cast_from(scale * (p_k - p_k1));
+        } else {
+            // With the row's `1 / sigma_k`, `1 / sigma_{k-1}` (normal numbers: the linear path
+            // keeps sigma in [1e-30, 1e30]; folding `scale` in would underflow for tiny losses):
+            // multiplications instead of two divisions per class.
+            let (inv_top, inv_below) = factors;
+            grad[at] = F::cast_from(scale * (wm * (lm * inv_top - l2m * inv_below)));
+        }
     } else {
         let slot = count[0].fetch_add(1u32) as usize;
         if slot < comptime!(2 * k) {
@@ -570,6 +579,11 @@ fn finish<F: Float>(
         let g_row = row * grad.stride(0);
         let g_step = grad.stride(1);
         let scale = sigmoid(log_r, log_r_lo, scalars.one) / f32::new(comptime!(k as f32));
+        // Used by the linear system only (mantissas alone mean nothing in the extended one).
+        let factors = (
+            f32::new(1.0) / full_m[k],
+            f32::new(1.0) / full_m[comptime!(k - 1)],
+        );
         if tid == 0 {
             grad[g_row + label * g_step] = F::cast_from(f32::new(0.0) - scale);
         }
@@ -610,6 +624,7 @@ fn finish<F: Float>(
                         full_m,
                         full_e,
                         scale,
+                        factors,
                         &mut unstable,
                         &count,
                         class,
@@ -637,6 +652,7 @@ fn finish<F: Float>(
                     full_m,
                     full_e,
                     scale,
+                    factors,
                     &mut unstable,
                     &count,
                     j,
