@@ -140,6 +140,29 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
         }
     }
     println!("hostile rows (TinyLoss, TiesAndOutlier; n 3..1e4, k 1..10, tau 1e-3..100, scale 1, 1e5): max error {hostile_worst:.2e}");
+    for common::Layout {
+        name,
+        n,
+        k,
+        scores,
+        labels,
+    } in common::adversarial_layouts()
+    {
+        let loss: AnyLoss = SmoothTopkSvm::new(k, 1.0, 1.0).unwrap().into();
+        let got = common::op_loss_and_grad(&scores, &labels, n, loss, device);
+        let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+        let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
+        let batch = labels.len();
+        let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
+        loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
+            .unwrap();
+        let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
+        println!("{name} (n={n}, k={k}): loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
+        worst = worst.max(le).max(ge);
+        if bad > 0 {
+            worst = f64::INFINITY;
+        }
+    }
     worst = worst.max(hostile_worst);
     println!("max error over the sweep: {worst:.2e}");
     worst

@@ -15,8 +15,9 @@ use smooth_topk::AnyLoss;
 
 /// Largest grid extent along x on every runtime (WebGPU's limit).
 const MAX_GRID_X: usize = 65535;
-/// Shared-memory budget for the polynomial reduction, in 4-byte values (32 KiB): each unit
-/// holds `k + 1` mantissas, its maximum and (extended launch) `k + 1` exponents.
+/// Shared-memory budget of a cube, in 4-byte values (32 KiB): per unit `k + 1` mantissas, its
+/// maximum and (extended launch) `k + 1` exponents, plus a list of up to `2k` unstable classes
+/// and its counter.
 const SHARED_VALUES: usize = 8192;
 
 /// Units per cube: a power of two giving each unit about 16 classes (fewer units mean a
@@ -24,7 +25,7 @@ const SHARED_VALUES: usize = 8192;
 /// 256, and small enough that the reduction fits in shared memory.
 fn cube_dim_for(n: usize, k: usize) -> usize {
     let wanted = (n / 16).next_power_of_two().clamp(32, 256);
-    let fits = (SHARED_VALUES / (2 * k + 3)).max(1);
+    let fits = (SHARED_VALUES.saturating_sub(2 * k + 1) / (2 * k + 3)).max(1);
     let fits = 1usize << (usize::BITS - 1 - fits.leading_zeros());
     wanted.min(fits)
 }

@@ -7,7 +7,7 @@ mod common;
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
-use common::{errors, hostile_rows, op_loss_and_grad, scores, Hostile};
+use common::{adversarial_layouts, errors, hostile_rows, op_loss_and_grad, scores, Hostile};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
 use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
 
@@ -128,6 +128,19 @@ fn kernel_holds_the_bar_on_hostile_rows() {
                 }
             }
         }
+    }
+}
+
+/// Layouts aimed at the kernel's bookkeeping rather than its arithmetic (see
+/// `common::adversarial_layouts`).
+#[test]
+fn kernel_holds_the_bar_on_adversarial_layouts() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    for layout in adversarial_layouts() {
+        let loss: AnyLoss = SmoothTopkSvm::new(layout.k, 1.0, 1.0).unwrap().into();
+        let rows = (layout.scores, layout.labels);
+        let (le, ge) = check_rows(&device, layout.n, &rows, loss);
+        assert!(le <= 1e-5 && ge <= 1e-5, "{}: {le:e} {ge:e}", layout.name);
     }
 }
 

@@ -329,17 +329,20 @@ fn forward<F: Float>(
     );
 }
 
-/// Multiplies coefficient `d` of a linear-system polynomial by `r^d`, `r = exp(arg)`: the
+/// Multiplies coefficient `d` of a linear-system polynomial by `r^d`, `r = exp(arg) <= 1`: the
 /// polynomial of weights `exp((s - m_old) / (k tau))` re-expressed for a larger maximum
-/// `m_new`, `arg = (m_old - m_new) / (k tau)`.
+/// `m_new`, `arg = (m_old - m_new) / (k tau)`. Coefficient `d` is multiplied by `r` `d` times:
+/// every intermediate is at least the final value, so nothing leaves f32's normal range before
+/// the result would (a separate `r^d` can, while `poly[d] r^d` is a significant normal number).
 #[cube]
 fn rescale(poly: &mut Array<f32>, arg: f32, #[comptime] k: usize) {
     let r = arg.exp();
-    let mut power = r;
     #[unroll]
-    for d in 1..comptime!(k + 1) {
-        poly[d] *= power;
-        power *= r;
+    for t in 0..k {
+        #[unroll]
+        for d in comptime!(t + 1)..comptime!(k + 1) {
+            poly[d] *= r;
+        }
     }
 }
 
@@ -386,8 +389,9 @@ fn forward_with_max<F: Float>(
         }
         #[unroll]
         for u in 0..4 {
-            // The label's stand-in score gives exp(-huge) = 0: no factor.
+            // The label is no factor: weight 0 (its stand-in score is only for the maximum).
             let w = ((s[u] - local_max) * inv_ktau).exp();
+            let w = select(j + comptime!(u * cube_dim) == label, f32::new(0.0), w);
             mul_linear(&mut poly, &mut unused, w, 0i32, k, false);
         }
         j += comptime!(4 * cube_dim);
@@ -703,8 +707,10 @@ fn finish<F: Float>(
                 cube_dim,
                 ext,
             );
-            if tid < listed {
-                let i = unstable[tid] as usize;
+            // Up to 2k - 1 listed classes, possibly more than the cube has units.
+            let mut own = tid;
+            while own < listed {
+                let i = unstable[own] as usize;
                 let (wim, wie) = weight(
                     f32::cast_from(scores[base + i * step]),
                     pivot,
@@ -716,7 +722,7 @@ fn finish<F: Float>(
                 let mut loo_e = Array::<i32>::new(comptime!(k + 1));
                 copy_poly(&stable_m, &stable_e, &mut loo_m, &mut loo_e, k);
                 for t in 0..listed {
-                    if t != tid {
+                    if t != own {
                         let other = unstable[t] as usize;
                         let (wm, we) = weight(
                             f32::cast_from(scores[base + other * step]),
@@ -742,6 +748,7 @@ fn finish<F: Float>(
                     p_k1 = number::ratio(bm, be, all_m[below], all_e[below], ext);
                 }
                 grad[g_row + i * g_step] = F::cast_from(scale * (p_k - p_k1));
+                own += cube_dim;
             }
         }
     }

@@ -137,3 +137,44 @@ pub fn hostile_rows(
     }
     (x, y)
 }
+
+/// Rows for the smooth top-k SVM with `k`, tau = 1 and alpha = 1.
+pub struct Layout {
+    pub name: &'static str,
+    pub n: usize,
+    pub k: usize,
+    pub scores: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+/// Layouts aimed at the smooth kernel's bookkeeping rather than its arithmetic.
+pub fn adversarial_layouts() -> Vec<Layout> {
+    // k = 18 of n = 34 equal scores: every one of the 33 non-label classes fails the upward
+    // recursion's stability test (P_17 = 17/33 > 1/2), more than the 32 units of the cube.
+    let equal = Layout {
+        name: "33 unstable classes",
+        n: 34,
+        k: 18,
+        scores: vec![0.0; 2 * 34],
+        labels: vec![0, 7],
+    };
+    // 100 classes at score 0 that all fall to one unit of the 256-unit cube (indices 256 t), a
+    // lone maximum 101 above them and the label near it: on the way up the tree that unit's
+    // coefficient d is rescaled by exp(-101 / 12)^d, whose powers leave f32's normal range
+    // while the rescaled coefficients do not.
+    let n = 25_600;
+    let mut x = vec![-10_000.0f32; n];
+    for t in 0..100 {
+        x[256 * t] = 0.0;
+    }
+    x[1] = 101.0;
+    x[2] = 80.0;
+    let group = Layout {
+        name: "group rescaled on the way up",
+        n,
+        k: 12,
+        scores: x,
+        labels: vec![2],
+    };
+    vec![equal, group]
+}
