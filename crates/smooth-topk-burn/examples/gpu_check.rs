@@ -9,7 +9,7 @@
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor};
-use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
+use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
 use smooth_topk_burn::TopkLossBackend;
 use std::time::Instant;
 
@@ -30,6 +30,15 @@ impl Rng {
     fn normal(&mut self) -> f64 {
         let u = self.uniform().max(1e-300);
         (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * self.uniform()).cos()
+    }
+}
+
+/// The running worst error after one more check (infinite once anything was not finite).
+fn worse(worst: f64, (loss_err, grad_err, non_finite): (f64, f64, usize)) -> f64 {
+    if non_finite > 0 {
+        f64::INFINITY
+    } else {
+        worst.max(loss_err).max(grad_err)
     }
 }
 
@@ -61,17 +70,8 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
                         .map(|_| (rng.uniform() * n as f64) as i64)
                         .collect();
                     let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
-                    let got = common::op_loss_and_grad(&scores, &labels, n, loss, device);
-                    let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
-                    let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
-                    let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
-                    loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
-                        .unwrap();
-                    let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
-                    worst = worst.max(le).max(ge);
-                    if bad > 0 {
-                        worst = f64::INFINITY;
-                    }
+                    let (le, ge, bad) = common::op_against_core(&scores, &labels, n, loss, device);
+                    worst = worse(worst, (le, ge, bad));
                     println!("{n:>7} {k:>3} {tau:>6} {scale:>7} {batch:>6} {le:>12.2e} {ge:>12.2e} {bad:>10}");
                 }
             }
@@ -95,15 +95,9 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
         ),
     ];
     for (name, loss, scores) in others {
-        let got = common::op_loss_and_grad(scores, &labels, n, loss, device);
-        let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
-        let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
-        let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
-        loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
-            .unwrap();
-        let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
+        let (le, ge, bad) = common::op_against_core(scores, &labels, n, loss, device);
         println!("{name} n={n}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
-        worst = worst.max(le).max(ge);
+        worst = worse(worst, (le, ge, bad));
     }
     // Rows built to defeat f32 shortcuts (see `common::hostile_rows`), as in the CI test.
     let mut seed = 0;
@@ -120,20 +114,12 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
                         let (scores, labels) =
                             common::hostile_rows(kind, n, 8, seed, scale, k, tau);
                         let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
-                        let got = common::op_loss_and_grad(&scores, &labels, n, loss, device);
-                        let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
-                        let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
-                        let mut want = (vec![0f64; 8], vec![0f64; 8 * n]);
-                        loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
-                            .unwrap();
-                        let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
+                        let (le, ge, bad) =
+                            common::op_against_core(&scores, &labels, n, loss, device);
                         if le.max(ge) > 2e-6 || bad > 0 {
                             println!("hostile {kind:?} n={n} k={k} tau={tau} scale={scale}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
                         }
-                        hostile_worst = hostile_worst.max(le).max(ge);
-                        if bad > 0 {
-                            hostile_worst = f64::INFINITY;
-                        }
+                        hostile_worst = worse(hostile_worst, (le, ge, bad));
                     }
                 }
             }
@@ -149,19 +135,9 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
     } in common::adversarial_layouts()
     {
         let loss: AnyLoss = SmoothTopkSvm::new(k, 1.0, 1.0).unwrap().into();
-        let got = common::op_loss_and_grad(&scores, &labels, n, loss, device);
-        let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
-        let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
-        let batch = labels.len();
-        let mut want = (vec![0f64; batch], vec![0f64; batch * n]);
-        loss.loss_and_grad_per_sample(&s64, &yu, n, &mut want.0, &mut want.1)
-            .unwrap();
-        let (le, ge, bad) = common::errors(n, &got.0, &got.1, &want.0, &want.1);
+        let (le, ge, bad) = common::op_against_core(&scores, &labels, n, loss, device);
         println!("{name} (n={n}, k={k}): loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
-        worst = worst.max(le).max(ge);
-        if bad > 0 {
-            worst = f64::INFINITY;
-        }
+        worst = worse(worst, (le, ge, bad));
     }
     worst = worst.max(hostile_worst);
     println!("max error over the sweep: {worst:.2e}");
@@ -230,27 +206,19 @@ fn timings(device: &Device, quick: bool) {
                 );
                 drop(l);
             });
-            let both = |loss: AnyLoss| {
+            let both = |scores: &Tensor<2>, loss: AnyLoss| {
                 median_ms(device, reps, || {
                     let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-                        x.clone().into_dispatch(),
+                        scores.clone().into_dispatch(),
                         y.clone().into_dispatch(),
                         loss,
                     );
                     drop(out);
                 })
             };
-            let (svm_both, ce_both, hard_both) = (both(svm), both(ce), both(hard));
-            let wide = x.clone() * 10.0;
+            let (svm_both, ce_both, hard_both) = (both(&x, svm), both(&x, ce), both(&x, hard));
             let sharp: AnyLoss = SmoothTopkSvm::new(5, 0.05, 1.0).unwrap().into();
-            let ext_both = median_ms(device, reps, || {
-                let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-                    wide.clone().into_dispatch(),
-                    y.clone().into_dispatch(),
-                    sharp,
-                );
-                drop(out);
-            });
+            let ext_both = both(&(x.clone() * 10.0), sharp);
             println!(
                 "{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4} {hard_both:>14.4} {ext_both:>14.4}"
             );

@@ -7,8 +7,10 @@ mod common;
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
-use common::{adversarial_layouts, errors, hostile_rows, op_loss_and_grad, scores, Hostile};
-use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, SmoothTopkSvm};
+use common::{
+    adversarial_layouts, errors_against_core, hostile_rows, op_loss_and_grad, scores, Hostile,
+};
+use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
 use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
 
 /// Rows of small noise with one score 50 above the rest; labels cycle through the classes.
@@ -52,13 +54,7 @@ fn check_rows(device: &Device, n: usize, rows: &(Vec<f32>, Vec<i64>), loss: AnyL
         .try_to_vec_as::<f32>()
         .unwrap();
     assert_eq!(only, l, "forward-only and fused launches agree");
-
-    let x64: Vec<f64> = x.iter().map(|&v| f64::from(v)).collect();
-    let yu: Vec<usize> = y.iter().map(|&v| v as usize).collect();
-    let (mut wl, mut wg) = (vec![0f64; batch], vec![0f64; batch * n]);
-    loss.loss_and_grad_per_sample(&x64, &yu, n, &mut wl, &mut wg)
-        .unwrap();
-    let (loss_err, grad_err, non_finite) = errors(n, &l, &g, &wl, &wg);
+    let (loss_err, grad_err, non_finite) = errors_against_core(&x, &y, n, loss, &(l, g));
     assert_eq!(non_finite, 0);
     (loss_err, grad_err)
 }

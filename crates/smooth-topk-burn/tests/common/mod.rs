@@ -5,7 +5,7 @@
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use smooth_topk::AnyLoss;
+use smooth_topk::{AnyLoss, Loss};
 use smooth_topk_burn::TopkLossBackend;
 
 /// Per-sample losses and gradients of `batch x n` rows, through the burn op on `device`.
@@ -33,6 +33,35 @@ pub fn op_loss_and_grad(
         .try_to_vec_as::<f32>()
         .unwrap();
     (l, g)
+}
+
+/// `errors` of device results `(losses, grad)` against the core in f64 on the same f32 scores.
+pub fn errors_against_core(
+    scores: &[f32],
+    labels: &[i64],
+    n: usize,
+    loss: AnyLoss,
+    got: &(Vec<f32>, Vec<f32>),
+) -> (f64, f64, usize) {
+    let batch = labels.len();
+    let s64: Vec<f64> = scores.iter().map(|&v| f64::from(v)).collect();
+    let yu: Vec<usize> = labels.iter().map(|&v| v as usize).collect();
+    let (mut wl, mut wg) = (vec![0f64; batch], vec![0f64; batch * n]);
+    loss.loss_and_grad_per_sample(&s64, &yu, n, &mut wl, &mut wg)
+        .unwrap();
+    errors(n, &got.0, &got.1, &wl, &wg)
+}
+
+/// The burn op on `device` against the core: [`errors_against_core`] of its results.
+pub fn op_against_core(
+    scores: &[f32],
+    labels: &[i64],
+    n: usize,
+    loss: AnyLoss,
+    device: &Device,
+) -> (f64, f64, usize) {
+    let got = op_loss_and_grad(scores, labels, n, loss, device);
+    errors_against_core(scores, labels, n, loss, &got)
 }
 
 /// Deterministic pseudo-random scores, roughly N(0, scale^2) (a sum of four SplitMix64
