@@ -55,8 +55,9 @@ pub trait TopkLossBackend: Backend {
 
 /// Reads a batch to the host, runs the numeric core and returns the results on the logits'
 /// device and float dtype. Panics with the core's error message on invalid input (labels out
-/// of range, non-finite logits); the shape checks happen before dispatch, in `loss.rs`.
-fn on_host<B: Backend>(
+/// of range, non-finite logits); the shape checks happen before dispatch, in `loss.rs`. Also the
+/// GPU backends' route for what their kernels do not take (see `gpu.rs`).
+pub(crate) fn on_host<B: Backend>(
     logits: FloatTensor<B>,
     targets: IntTensor<B>,
     loss: AnyLoss,

@@ -1,7 +1,7 @@
 //! The CubeCL backends (CUDA, ROCm, Vulkan/wgpu, Metal, cubecl CPU): the fused kernel of
 //! [`crate::kernel`], launched on device buffers with no host round trip.
 
-use crate::backend::TopkLossBackend;
+use crate::backend::{on_host, TopkLossBackend};
 use crate::kernel::{hard_topk_svm_kernel, smooth_topk_svm_kernel};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::TensorMetadata;
@@ -11,21 +11,28 @@ use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::CubeBackend;
 use cubecl::prelude::{CubeCount, CubeDim};
-use smooth_topk::AnyLoss;
+use smooth_topk::{AnyLoss, Loss};
 
 /// Largest grid extent along x on every runtime (WebGPU's limit).
 const MAX_GRID_X: usize = 65535;
-/// Shared-memory budget of a cube, in 4-byte values (32 KiB): per unit `k + 1` mantissas, its
+/// Shared-memory budget of a cube, in 4-byte values (32 KiB, or the device's limit if lower):
+/// per unit `k + 1` mantissas, its
 /// maximum and (extended launch) `k + 1` exponents, plus a list of up to `2k` unstable classes
 /// and its counter.
 const SHARED_VALUES: usize = 8192;
 
+/// Largest k the kernels are built for: their per-degree loops are unrolled (the polynomial
+/// products are O(k^2) instructions), so compile time and registers grow fast beyond it. Larger
+/// k, like batches the kernels cannot take (empty, or no more classes than k), go to the
+/// numeric core on the host, which computes or reports them as on the CPU backends.
+const MAX_KERNEL_K: usize = 64;
+
 /// Units per cube: a power of two giving each unit about 16 classes (fewer units mean a
 /// shallower reduction tree and more cubes resident per multiprocessor), at least 32, at most
-/// 256, and small enough that the reduction fits in shared memory.
-fn cube_dim_for(n: usize, k: usize) -> usize {
+/// 256, and small enough that the reduction fits in `budget` 4-byte values of shared memory.
+fn cube_dim_for(n: usize, k: usize, budget: usize) -> usize {
     let wanted = (n / 16).next_power_of_two().clamp(32, 256);
-    let fits = (SHARED_VALUES.saturating_sub(2 * k + 1) / (2 * k + 3)).max(1);
+    let fits = (budget.saturating_sub(2 * k + 1) / (2 * k + 3)).max(1);
     let fits = 1usize << (usize::BITS - 1 - fits.leading_zeros());
     wanted.min(fits)
 }
@@ -41,9 +48,17 @@ fn launch(
     loss: AnyLoss,
     with_grad: bool,
 ) -> (CubeTensor, Option<CubeTensor>) {
+    let [batch, n] = logits.shape().dims::<2>();
+    let k = match loss {
+        AnyLoss::Smooth(l) => l.k(),
+        AnyLoss::Hard(l) => l.k(),
+        AnyLoss::CrossEntropy(_) => 1,
+    };
+    if batch == 0 || n < loss.min_classes() || k > MAX_KERNEL_K {
+        return on_host::<CubeBackend>(logits, targets, loss, with_grad);
+    }
     let scores = into_contiguous(logits);
     let targets = into_contiguous(targets);
-    let [batch, n] = scores.shape().dims::<2>();
     let (client, device, dtype) = (scores.client.clone(), scores.device.clone(), scores.dtype);
     let losses = empty_device_dtype(client.clone(), device.clone(), Shape::new([batch]), dtype);
     // Without a gradient the kernels never touch `grad`; a one-element stand-in fills the slot.
@@ -58,6 +73,7 @@ fn launch(
         batch.div_ceil(MAX_GRID_X) as u32,
         1,
     );
+    let budget = (client.properties().hardware.max_shared_memory_size / 4).min(SHARED_VALUES);
     let dtypes = [
         dtype_to_storage_type(dtype),
         dtype_to_storage_type(targets.dtype),
@@ -68,7 +84,7 @@ fn launch(
     // from the same comptime values.
     match loss {
         AnyLoss::Hard(hard) => {
-            let cube_dim = cube_dim_for(n, 1);
+            let cube_dim = cube_dim_for(n, 1, budget);
             unsafe {
                 hard_topk_svm_kernel::launch_unchecked(
                     &client,
@@ -88,11 +104,11 @@ fn launch(
         }
         smooth => {
             // Cross-entropy is the smooth top-1 SVM with tau = 1 and no margin.
-            let (k, tau, alpha) = match smooth {
-                AnyLoss::Smooth(l) => (l.k(), l.tau(), l.alpha()),
-                _ => (1, 1.0, 0.0),
+            let (tau, alpha) = match smooth {
+                AnyLoss::Smooth(l) => (l.tau(), l.alpha()),
+                _ => (1.0, 0.0),
             };
-            let cube_dim = cube_dim_for(n, k);
+            let cube_dim = cube_dim_for(n, k, budget);
             // Scalars formed in f64, split as `kernel::number::log_ratio_sum` expects.
             let ktau = k as f64 * tau;
             let inv = 1.0 / ktau;

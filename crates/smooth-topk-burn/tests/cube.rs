@@ -140,6 +140,15 @@ fn kernel_holds_the_bar_on_adversarial_layouts() {
     }
 }
 
+/// k beyond the kernels' unrolled range is computed by the core (a host round trip).
+#[test]
+fn k_beyond_the_kernels_goes_to_the_core() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let loss: AnyLoss = SmoothTopkSvm::new(70, 1.0, 1.0).unwrap().into();
+    let (le, ge) = check(&device, 100, 2, loss, 1.0, 70);
+    assert!(le <= 1e-5 && ge <= 1e-5, "k = 70: {le:e} {ge:e}");
+}
+
 #[test]
 fn hard_kernel_matches_the_core_including_ties() {
     let device = Device::wgpu(DeviceKind::DefaultDevice);

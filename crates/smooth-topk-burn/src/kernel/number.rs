@@ -1,7 +1,7 @@
 //! The two number systems of the smooth kernel's polynomial passes. A number is a pair
 //! `(m, e)` so that one code path serves both; which one is a comptime flag, `ext`.
 //!
-//! * Linear (`ext = false`): the plain `f32` `m`; `e` is unused and stays 0. Fast, and exact to
+//! * Linear (`ext = false`): the plain `f32` `m`; `e` is unused (never read). Fast, and exact to
 //!   a few ulps while the weights are scaled by the largest score and the coefficients stay well
 //!   inside f32's range.
 //! * Extended (`ext = true`): `m * 2^e` with `m` in [1, 2) (or `m = 0` for zero) and an `i32`
