@@ -184,6 +184,36 @@ fn shared_at(
     }
 }
 
+/// `out = a * b` truncated at degree `k`, for polynomials in registers.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn convolve(
+    a_m: &Array<f32>,
+    a_e: &Array<i32>,
+    b_m: &Array<f32>,
+    b_e: &Array<i32>,
+    out_m: &mut Array<f32>,
+    out_e: &mut Array<i32>,
+    #[comptime] k: usize,
+    #[comptime] ext: bool,
+) {
+    #[unroll]
+    for d in 0..comptime!(k + 1) {
+        let (zm, ze) = number::zero(ext);
+        let mut acc_m = zm;
+        let mut acc_e = ze;
+        #[unroll]
+        for i in 0..comptime!(d + 1) {
+            let (qm, qe) = number::mul(a_m[i], a_e[i], b_m[d - i], b_e[d - i], ext);
+            let (sm, se) = number::add(acc_m, acc_e, qm, qe, ext);
+            acc_m = sm;
+            acc_e = se;
+        }
+        out_m[d] = acc_m;
+        out_e[d] = acc_e;
+    }
+}
+
 /// Multiplies the polynomials of all units of the cube (each passes its own) and writes the
 /// product to every unit's `out`. Each shared slice holds `cube_dim * (k + 1)` values.
 #[cube]
@@ -215,25 +245,22 @@ fn cube_product(
         if tid < active {
             let a = tid * width;
             let b = (tid + active) * width;
-            let mut prod_m = Array::<f32>::new(width);
-            let mut prod_e = Array::<i32>::new(width);
+            let mut a_m = Array::<f32>::new(width);
+            let mut a_e = Array::<i32>::new(width);
+            let mut b_m = Array::<f32>::new(width);
+            let mut b_e = Array::<i32>::new(width);
             #[unroll]
             for d in 0..width {
-                let (zm, ze) = number::zero(ext);
-                let mut acc_m = zm;
-                let mut acc_e = ze;
-                #[unroll]
-                for i in 0..comptime!(d + 1) {
-                    let (xm, xe) = shared_at(shared_m, shared_e, a + i, ext);
-                    let (ym, ye) = shared_at(shared_m, shared_e, b + d - i, ext);
-                    let (qm, qe) = number::mul(xm, xe, ym, ye, ext);
-                    let (sm, se) = number::add(acc_m, acc_e, qm, qe, ext);
-                    acc_m = sm;
-                    acc_e = se;
-                }
-                prod_m[d] = acc_m;
-                prod_e[d] = acc_e;
+                let (xm, xe) = shared_at(shared_m, shared_e, a + d, ext);
+                let (ym, ye) = shared_at(shared_m, shared_e, b + d, ext);
+                a_m[d] = xm;
+                a_e[d] = xe;
+                b_m[d] = ym;
+                b_e[d] = ye;
             }
+            let mut prod_m = Array::<f32>::new(width);
+            let mut prod_e = Array::<i32>::new(width);
+            convolve(&a_m, &a_e, &b_m, &b_e, &mut prod_m, &mut prod_e, k, ext);
             #[unroll]
             for d in 0..width {
                 shared_m[a + d] = prod_m[d];
@@ -253,7 +280,8 @@ fn cube_product(
     sync_cube();
 }
 
-/// `sigma_0..k` of the non-label classes of this cube's row, in `full`.
+/// `sigma_0..k` of the non-label classes of this cube's row for a given pivot, in `full` (the
+/// extended launch's passes; the linear launch uses [`forward_with_max`]).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn forward<F: Float>(
@@ -279,44 +307,19 @@ fn forward<F: Float>(
     // every element would wait a full memory latency.
     let mut j = UNIT_POS_X as usize;
     while j + comptime!(3 * cube_dim) < n {
-        let (w0m, w0e) = factor_at::<F>(scores, base, step, j, label, pivot, scalars, k, ext);
-        let (w1m, w1e) = factor_at::<F>(
-            scores,
-            base,
-            step,
-            j + cube_dim,
-            label,
-            pivot,
-            scalars,
-            k,
-            ext,
-        );
-        let (w2m, w2e) = factor_at::<F>(
-            scores,
-            base,
-            step,
-            j + 2 * cube_dim,
-            label,
-            pivot,
-            scalars,
-            k,
-            ext,
-        );
-        let (w3m, w3e) = factor_at::<F>(
-            scores,
-            base,
-            step,
-            j + 3 * cube_dim,
-            label,
-            pivot,
-            scalars,
-            k,
-            ext,
-        );
-        mul_linear(&mut pm, &mut pe, w0m, w0e, k, ext);
-        mul_linear(&mut pm, &mut pe, w1m, w1e, k, ext);
-        mul_linear(&mut pm, &mut pe, w2m, w2e, k, ext);
-        mul_linear(&mut pm, &mut pe, w3m, w3e, k, ext);
+        let mut wm = Array::<f32>::new(4usize);
+        let mut we = Array::<i32>::new(4usize);
+        #[unroll]
+        for u in 0..4 {
+            let class = j + comptime!(u * cube_dim);
+            let (m, e) = factor_at::<F>(scores, base, step, class, label, pivot, scalars, k, ext);
+            wm[u] = m;
+            we[u] = e;
+        }
+        #[unroll]
+        for u in 0..4 {
+            mul_linear(&mut pm, &mut pe, wm[u], we[u], k, ext);
+        }
         j += comptime!(4 * cube_dim);
     }
     while j < n {
@@ -439,14 +442,21 @@ fn forward_with_max<F: Float>(
             }
             rescale(&mut pa, (m_a - m) * inv_ktau, k);
             rescale(&mut pb, (m_b - m) * inv_ktau, k);
+            let mut product = Array::<f32>::new(comptime!(k + 1));
+            let mut product_e = Array::<i32>::new(comptime!(k + 1));
+            convolve(
+                &pa,
+                &unused,
+                &pb,
+                &unused,
+                &mut product,
+                &mut product_e,
+                k,
+                false,
+            );
             #[unroll]
             for d in 0..comptime!(k + 1) {
-                let mut acc = f32::new(0.0);
-                #[unroll]
-                for i in 0..comptime!(d + 1) {
-                    acc += pa[i] * pb[d - i];
-                }
-                shared[a + d] = acc;
+                shared[a + d] = product[d];
             }
             shared[a + comptime!(k + 1)] = m;
         }
@@ -544,7 +554,8 @@ fn gradient_entry<F: Float>(
     }
 }
 
-/// Loss and gradient of this cube's row from `sigma_0..k` (in `full`) for `pivot`.
+/// Loss and gradient of this cube's row from `sigma_0..k` (in `full`) for `pivot`, with
+/// `c = ln(sigma_k / sigma_{k-1})` as the caller computed it to choose the path.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn finish<F: Float>(
@@ -559,6 +570,7 @@ fn finish<F: Float>(
     label: usize,
     pivot: f32,
     s_y: f32,
+    c: f32,
     scalars: &Scalars,
     #[comptime] k: usize,
     #[comptime] cube_dim: usize,
@@ -577,7 +589,7 @@ fn finish<F: Float>(
         scalars.inv0,
         scalars.inv1,
         scalars.inv2,
-        top_ln_ratio(full_m, full_e, scalars.one, k, ext),
+        c,
         scalars.one,
     );
     let tau = scalars.tau;
@@ -608,24 +620,16 @@ fn finish<F: Float>(
         // `forward`).
         let mut j = tid;
         while j + comptime!(3 * cube_dim) < n {
-            let s0 = f32::cast_from(scores[base + j * step]);
-            let s1 = f32::cast_from(scores[base + (j + cube_dim) * step]);
-            let s2 = f32::cast_from(scores[base + (j + 2 * cube_dim) * step]);
-            let s3 = f32::cast_from(scores[base + (j + 3 * cube_dim) * step]);
+            let mut s = Array::<f32>::new(4usize);
+            #[unroll]
+            for u in 0..4 {
+                s[u] = f32::cast_from(scores[base + (j + comptime!(u * cube_dim)) * step]);
+            }
             #[unroll]
             for u in 0..4 {
                 let class = j + comptime!(u * cube_dim);
-                let score = if comptime!(u == 0) {
-                    s0
-                } else if comptime!(u == 1) {
-                    s1
-                } else if comptime!(u == 2) {
-                    s2
-                } else {
-                    s3
-                };
                 if class != label {
-                    let (wm, we) = weight(score, pivot, scalars, k, ext);
+                    let (wm, we) = weight(s[u], pivot, scalars, k, ext);
                     gradient_entry::<F>(
                         grad,
                         g_row + class * g_step,
@@ -936,9 +940,10 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
             cube_dim,
         );
         let below = comptime!(k - 1);
+        let c = top_ln_ratio(&full_m, &full_e, one, k, false);
         let mut accurate = full_m[k] >= f32::new(LINEAR_MIN)
             && full_m[below] >= f32::new(LINEAR_MIN)
-            && top_ln_ratio(&full_m, &full_e, one, k, false) >= f32::new(PIVOT_LOW);
+            && c >= f32::new(PIVOT_LOW);
         #[unroll]
         for d in 0..comptime!(k + 1) {
             accurate = accurate && full_m[d] <= f32::new(LINEAR_MAX);
@@ -956,6 +961,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
                 label,
                 m,
                 s_y,
+                c,
                 &scalars,
                 k,
                 cube_dim,
@@ -971,6 +977,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
         let mut pivot = kth_largest::<F>(scores, base, step, label, &mut shared_m, k, cube_dim);
         let mut rounds = 0u32;
         let mut settled = false;
+        let mut c = f32::new(0.0);
         while !settled {
             forward::<F>(
                 scores,
@@ -987,7 +994,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
                 cube_dim,
                 true,
             );
-            let c = top_ln_ratio(&full_m, &full_e, one, k, true);
+            c = top_ln_ratio(&full_m, &full_e, one, k, true);
             rounds += 1;
             if (c >= f32::new(PIVOT_LOW) && c <= f32::new(PIVOT_HIGH)) || rounds >= PIVOT_ROUNDS {
                 settled = true;
@@ -1007,6 +1014,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
             label,
             pivot,
             s_y,
+            c,
             &scalars,
             k,
             cube_dim,
