@@ -5,7 +5,10 @@
 //! PyTorch's cross-entropy on the same shapes is timed by `scripts/torch_ce_bench.py`;
 //! `scripts/gpu_check.sh` runs both.
 //!
-//! `cargo run --release -p smooth-topk-burn --features wgpu --example gpu_check [-- --quick]`
+//! `cargo run --release -p smooth-topk-burn --features wgpu --example gpu_check [-- FLAGS]`
+//! Flags: `--quick` (n = 1000 only), `--no-sweep` (timings only), `--no-timing` (accuracy only),
+//! `--targets` (timings at the acceptance shapes only: n in {1000, 10000}), `--warm-up S`
+//! (seconds of GPU work before the timings, default 2).
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor};
@@ -15,6 +18,8 @@ use std::time::Instant;
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "support/timing.rs"]
+mod timing;
 
 /// SplitMix64 into a standard normal (Box-Muller): deterministic host data for the sweep.
 struct Rng(u64);
@@ -144,32 +149,43 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
     worst
 }
 
-fn median_ms(device: &Device, reps: usize, mut f: impl FnMut()) -> f64 {
-    for _ in 0..3 {
-        f();
-    }
-    device.sync().unwrap();
-    let mut times: Vec<f64> = (0..reps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            device.sync().unwrap();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[reps / 2]
+/// Median ms of `reps` calls of `f` with a device synchronisation after each (see `timing`).
+fn median_ms(device: &Device, reps: usize, f: impl FnMut()) -> f64 {
+    timing::median_ms(reps, f, || device.sync().unwrap())
 }
 
-fn timings(device: &Device, quick: bool) {
+/// Keeps the GPU busy for `seconds` before anything is timed. The accuracy sweep before the
+/// timings leaves the GPU idle for seconds (the f64 reference runs on the host), and an idle
+/// GPU runs its first milliseconds of work at lower clocks: the first H200 run of this check
+/// timed the same calls up to 2.8x slower than a warm GPU did (BENCHMARKS.md, 2026-11-27 third
+/// section). `scripts/torch_ce_bench.py` warms up the same way.
+fn warm_up(device: &Device, seconds: f64) {
+    let x = Tensor::<2>::random([4096, 10000], Distribution::Normal(0.0, 1.0), device);
+    let y = Tensor::<1, Int>::random([4096], Distribution::Uniform(0.0, 10000.0), device);
+    let svm: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < seconds {
+        for _ in 0..10 {
+            drop(<Dispatch as TopkLossBackend>::topk_loss_and_grad(
+                x.clone().into_dispatch(),
+                y.clone().into_dispatch(),
+                svm,
+            ));
+        }
+        device.sync().unwrap();
+    }
+}
+
+fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
     // The per-call floor: the same op on a [1, 10] batch, whose kernels do next to nothing, so
     // what remains is host dispatch, submission and synchronisation. Subtract it to compare
     // kernel work across runtimes (PyTorch's floor is printed by torch_ce_bench.py).
+    warm_up(device, warm_up_s);
     let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
     let tiny_y =
         Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![3i64], [1]), device);
     let tiny_loss: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
-    let floor = median_ms(device, 50, || {
+    let floor = median_ms(device, 100, || {
         let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
             tiny_x.clone().into_dispatch(),
             tiny_y.clone().into_dispatch(),
@@ -187,6 +203,8 @@ fn timings(device: &Device, quick: bool) {
     );
     let ns: &[usize] = if quick {
         &[1000]
+    } else if targets_only {
+        &[1000, 10000]
     } else {
         &[100, 1000, 10000, 100000]
     };
@@ -197,7 +215,7 @@ fn timings(device: &Device, quick: bool) {
             let svm: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
             let ce: AnyLoss = CrossEntropy.into();
             let hard: AnyLoss = HardTopkSvm::new(5, 1.0).unwrap().into();
-            let reps = if batch * n >= 100_000_000 { 10 } else { 30 };
+            let reps = if batch * n >= 100_000_000 { 20 } else { 50 };
             let fwd = median_ms(device, reps, || {
                 let l = <Dispatch as TopkLossBackend>::topk_loss(
                     x.clone().into_dispatch(),
@@ -230,13 +248,24 @@ fn timings(device: &Device, quick: bool) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let quick = flag("--quick");
     let device = Device::wgpu(DeviceKind::DefaultDevice);
-    let t = Instant::now();
-    let worst = accuracy_sweep(&device, quick);
-    println!("accuracy sweep took {:.1} s", t.elapsed().as_secs_f64());
-    if !std::env::args().any(|a| a == "--no-timing") {
-        timings(&device, quick);
+    let mut worst = 0.0;
+    if !flag("--no-sweep") {
+        let t = Instant::now();
+        worst = accuracy_sweep(&device, quick);
+        println!("accuracy sweep took {:.1} s", t.elapsed().as_secs_f64());
+    }
+    if !flag("--no-timing") {
+        let args: Vec<String> = std::env::args().collect();
+        let warm_up_s = args
+            .iter()
+            .position(|a| a == "--warm-up")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(2.0);
+        timings(&device, quick, flag("--targets"), warm_up_s);
     }
     if worst > 1e-5 {
         eprintln!("FAILED: max error {worst:.2e} exceeds 1e-5");

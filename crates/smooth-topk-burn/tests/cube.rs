@@ -10,6 +10,7 @@ use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 use common::{
     adversarial_layouts, errors_against_core, hostile_rows, op_loss_and_grad, scores, Hostile,
 };
+use proptest::prelude::*;
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
 use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
 
@@ -98,6 +99,40 @@ fn kernel_matches_the_core_on_the_wgpu_adapter() {
         "worst loss error {:.2e}, worst gradient error {:.2e}",
         worst.0, worst.1
     );
+}
+
+proptest! {
+    // Each case compiles the kernels for its (k, units per cube) on the software adapter, so
+    // the cases are few; the fixed sweeps above cover the grid, these the settings between.
+    #![proptest_config(ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Random n, k, tau, alpha, score scale, batch and labels: the smooth SVM's loss and gradient
+    /// (both launches: a case whose rows need the extended passes gets them) within 1e-5 of the
+    /// core in f64.
+    #[test]
+    fn kernel_matches_the_core_on_random_settings(
+        n in 2usize..10000,
+        k in 1usize..21,
+        log_tau in -4.0f64..3.0,
+        alpha in 0.0f64..10.0,
+        log_scale in -3.0f64..5.0,
+        batch in 1usize..5,
+        seed in any::<u64>(),
+    ) {
+        let device = Device::wgpu(DeviceKind::DefaultDevice);
+        let k = k.min(n - 1);
+        let tau = 10f64.powf(log_tau);
+        let loss: AnyLoss = SmoothTopkSvm::new(k, tau, alpha).unwrap().into();
+        let (le, ge) = check(&device, n, batch, loss, 10f64.powf(log_scale), seed);
+        prop_assert!(
+            le <= 1e-5 && ge <= 1e-5,
+            "n={} k={} tau={:e} alpha={}: loss {:e} grad {:e}", n, k, tau, alpha, le, ge
+        );
+    }
 }
 
 #[test]

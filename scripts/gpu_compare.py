@@ -1,0 +1,40 @@
+#!/usr/bin/env python3
+"""Side-by-side summary of alternating timing rounds: reads the JSON lines that gpu_check
+(impl smooth-topk-cubecl) and torch_ce_bench.py (impl torch-cross-entropy) print, and for each
+shape gives the median over rounds of each forward+backward time and their ratio.
+
+python3 scripts/gpu_compare.py ROUND_FILE...
+"""
+
+import json
+import statistics
+import sys
+
+
+def main():
+    ours, torch = {}, {}
+    for path in sys.argv[1:]:
+        with open(path) as f:
+            for line in f:
+                if not line.startswith("JSON "):
+                    continue
+                row = json.loads(line[5:])
+                if "n" not in row:
+                    continue
+                key = (row["n"], row["batch"])
+                if row["impl"] == "smooth-topk-cubecl":
+                    ours.setdefault(key, []).append(row["svm_forward_backward_ms"])
+                elif row["impl"] == "torch-cross-entropy":
+                    torch.setdefault(key, []).append(row["ce_forward_backward_ms"])
+    print(f"{'n':>7} {'batch':>6} {'rounds':>6} {'svm f+b ms':>11} {'torch ce f+b ms':>16} {'svm / ce':>9}")
+    for key in sorted(set(ours) & set(torch)):
+        a, b = statistics.median(ours[key]), statistics.median(torch[key])
+        rounds = min(len(ours[key]), len(torch[key]))
+        print(f"{key[0]:>7} {key[1]:>6} {rounds:>6} {a:>11.4f} {b:>16.4f} {a / b:>9.3f}")
+        print("JSON " + json.dumps({"n": key[0], "batch": key[1], "rounds": rounds,
+                                    "svm_forward_backward_ms": a, "torch_ce_forward_backward_ms": b,
+                                    "ratio": a / b}))
+
+
+if __name__ == "__main__":
+    main()
