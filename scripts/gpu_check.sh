@@ -2,7 +2,7 @@
 # The whole GPU device check in one call (see BENCHMARKS.md for how it was run):
 #   1. the fused kernel against the CPU core (gpu_check, Vulkan through wgpu);
 #   2. timings, ours and PyTorch cross-entropy's, in alternating rounds after 20 s of GPU work
-#      (a GPU fresh from idle ran the same calls up to 2.6x slower for its first half minute),
+#      (a GPU fresh from idle ran the same calls up to 2.8x slower for tens of seconds),
 #      then per shape the median over rounds of each and their ratio (gpu_compare.py);
 #   3. a training step of a small convnet with either loss (train_step_bench --wgpu), if shipped;
 #   4. the row-kernel yardstick (gpu_probe: bandwidth and launch floors of plain row kernels on

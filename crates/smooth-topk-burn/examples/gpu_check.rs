@@ -155,10 +155,10 @@ fn median_ms(device: &Device, reps: usize, f: impl FnMut()) -> f64 {
 }
 
 /// Keeps the GPU busy for `seconds` before anything is timed. The accuracy sweep before the
-/// timings leaves the GPU idle for seconds (the f64 reference runs on the host), and an idle
-/// GPU runs its first milliseconds of work at lower clocks: the first H200 run of this check
-/// timed the same calls up to 2.8x slower than a warm GPU did (BENCHMARKS.md, 2026-11-27 third
-/// section). `scripts/torch_ce_bench.py` warms up the same way.
+/// timings leaves the GPU idle (the f64 reference runs on the host), and a GPU fresh from idle
+/// ran the same calls up to 2.8x slower for tens of seconds on the H200 (BENCHMARKS.md,
+/// 2026-11-27 third session), so `scripts/gpu_check.sh` asks for 20 s before its first round.
+/// `scripts/torch_ce_bench.py` warms up too.
 fn warm_up(device: &Device, seconds: f64) {
     let x = Tensor::<2>::random([4096, 10000], Distribution::Normal(0.0, 1.0), device);
     let y = Tensor::<1, Int>::random([4096], Distribution::Uniform(0.0, 10000.0), device);
