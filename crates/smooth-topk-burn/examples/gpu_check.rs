@@ -105,30 +105,15 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
         worst = worse(worst, (le, ge, bad));
     }
     // Rows built to defeat f32 shortcuts (see `common::hostile_rows`), as in the CI test.
-    let mut seed = 0;
     let mut hostile_worst = 0f64;
-    for &n in &[3usize, 11, 300, 10_000] {
-        for &k in &[1usize, 2, 5, 10] {
-            if k >= n {
-                continue;
-            }
-            for &tau in &[1e-3, 0.1, 100.0] {
-                for &scale in &[1.0, 1e5] {
-                    for kind in [common::Hostile::TinyLoss, common::Hostile::TiesAndOutlier] {
-                        seed += 1;
-                        let (scores, labels) =
-                            common::hostile_rows(kind, n, 8, seed, scale, k, tau);
-                        let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
-                        let (le, ge, bad) =
-                            common::op_against_core(&scores, &labels, n, loss, device);
-                        if le.max(ge) > 2e-6 || bad > 0 {
-                            println!("hostile {kind:?} n={n} k={k} tau={tau} scale={scale}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
-                        }
-                        hostile_worst = worse(hostile_worst, (le, ge, bad));
-                    }
-                }
-            }
+    for case in common::hostile_grid(&[3, 11, 300, 10_000]) {
+        let (kind, n, k, tau, scale) = (case.kind, case.n, case.k, case.tau, case.scale);
+        let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
+        let (le, ge, bad) = common::op_against_core(&case.scores, &case.labels, n, loss, device);
+        if le.max(ge) > 2e-6 || bad > 0 {
+            println!("hostile {kind:?} n={n} k={k} tau={tau} scale={scale}: loss err {le:.2e}, grad err {ge:.2e}, non-finite {bad}");
         }
+        hostile_worst = worse(hostile_worst, (le, ge, bad));
     }
     println!("hostile rows (TinyLoss, TiesAndOutlier; n 3..1e4, k 1..10, tau 1e-3..100, scale 1, 1e5): max error {hostile_worst:.2e}");
     for common::Layout {
@@ -177,10 +162,10 @@ fn warm_up(device: &Device, seconds: f64) {
 }
 
 fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
+    warm_up(device, warm_up_s);
     // The per-call floor: the same op on a [1, 10] batch, whose kernels do next to nothing, so
     // what remains is host dispatch, submission and synchronisation. Subtract it to compare
     // kernel work across runtimes (PyTorch's floor is printed by torch_ce_bench.py).
-    warm_up(device, warm_up_s);
     let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
     let tiny_y =
         Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![3i64], [1]), device);
@@ -248,7 +233,8 @@ fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
 }
 
 fn main() {
-    let flag = |name: &str| std::env::args().any(|a| a == name);
+    let args: Vec<String> = std::env::args().collect();
+    let flag = |name: &str| args.iter().any(|a| a == name);
     let quick = flag("--quick");
     let device = Device::wgpu(DeviceKind::DefaultDevice);
     let mut worst = 0.0;
@@ -258,7 +244,6 @@ fn main() {
         println!("accuracy sweep took {:.1} s", t.elapsed().as_secs_f64());
     }
     if !flag("--no-timing") {
-        let args: Vec<String> = std::env::args().collect();
         let warm_up_s = args
             .iter()
             .position(|a| a == "--warm-up")

@@ -27,16 +27,49 @@ use smooth_topk_burn::TopkLossBackend;
 mod timing;
 use timing::median_ms;
 
-/// What a probe kernel does per class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a probe kernel does per class (the kernel receives it as its comptime `work`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Work {
-    Sum,
-    Poly5,
-    Write,
+    Sum = probe::SUM as isize,
+    Poly5 = probe::POLY5 as isize,
+    Write = probe::WRITE as isize,
 }
 
 mod probe {
     use cubecl::prelude::*;
+
+    pub const SUM: u32 = 0;
+    pub const POLY5: u32 = 1;
+    pub const WRITE: u32 = 2;
+
+    /// The per-class work on one loaded vector `e = exp(x)`: add it up (`SUM`), update the
+    /// degree-5 polynomial by each lane (`POLY5`), or write `e / 2` at `at` (`WRITE`).
+    #[cube]
+    fn consume<N: Size>(
+        e: Vector<f32, N>,
+        poly: &mut Array<f32>,
+        out: &mut Tensor<Vector<f32, N>>,
+        at: usize,
+        #[comptime] work: u32,
+    ) {
+        if comptime!(work == WRITE) {
+            out[at] = e * Vector::broadcast(f32::new(0.5));
+        } else {
+            #[unroll]
+            for i in 0..N::value() {
+                let w = e.extract(i);
+                if comptime!(work == POLY5) {
+                    #[unroll]
+                    for t in 0..5 {
+                        let d = comptime!(5 - t);
+                        poly[d] += w * poly[d - 1];
+                    }
+                } else {
+                    poly[1] += w;
+                }
+            }
+        }
+    }
 
     #[cube(launch_unchecked)]
     pub fn row_probe<N: Size>(
@@ -66,37 +99,13 @@ mod probe {
             }
             #[unroll]
             for u in 0..4 {
-                let e = v[u].exp();
-                if comptime!(work == 2) {
-                    out[base + j + comptime!(u * cube_dim)] = e * Vector::broadcast(f32::new(0.5));
-                } else {
-                    #[unroll]
-                    for i in 0..width {
-                        let w = e.extract(i);
-                        if comptime!(work == 1) {
-                            #[unroll]
-                            for t in 0..5 {
-                                let d = comptime!(5 - t);
-                                poly[d] += w * poly[d - 1];
-                            }
-                        } else {
-                            poly[1] += w;
-                        }
-                    }
-                }
+                let at = base + j + comptime!(u * cube_dim);
+                consume::<N>(v[u].exp(), &mut poly, out, at, work);
             }
             j += comptime!(4 * cube_dim);
         }
         while j < n {
-            let e = x[base + j].exp();
-            if comptime!(work == 2) {
-                out[base + j] = e * Vector::broadcast(f32::new(0.5));
-            } else {
-                #[unroll]
-                for i in 0..width {
-                    poly[1] += e.extract(i);
-                }
-            }
+            consume::<N>(x[base + j].exp(), &mut poly, out, base + j, work);
             j += cube_dim;
         }
         let mut total = f32::new(0.0);
@@ -134,7 +143,7 @@ fn launch_probe(
     work: Work,
 ) {
     // Safety: every index the kernel forms stays inside the row it reads or writes (rows are
-    // whole vectors: n is a multiple of 4 wherever `vector` is 4).
+    // whole vectors: `main` only takes a vector width that divides n).
     unsafe {
         probe::row_probe::launch_unchecked(
             client,
@@ -194,7 +203,7 @@ fn main() {
             dtype,
         );
         for work in [Work::Sum, Work::Poly5, Work::Write] {
-            for vector in [1usize, 4] {
+            for vector in [1usize, 4].into_iter().filter(|v| n % v == 0) {
                 for cube in [128usize, 256, 1024] {
                     let launch =
                         || launch_probe(&client, batch, cube, vector, &x, &sums, &out, work);

@@ -16,9 +16,8 @@ use smooth_topk::{AnyLoss, Loss};
 /// Largest grid extent along x on every runtime (WebGPU's limit).
 const MAX_GRID_X: usize = 65535;
 /// Shared-memory budget of a cube, in 4-byte values (32 KiB, or the device's limit if lower):
-/// per unit `k + 1` mantissas, its
-/// maximum and (extended launch) `k + 1` exponents, plus a list of up to `2k` unstable classes
-/// and its counter.
+/// per unit `k + 1` mantissas, its maximum and (extended launch) `k + 1` exponents, plus a list
+/// of up to `2k` unstable classes and its counter.
 const SHARED_VALUES: usize = 8192;
 
 /// Largest k the kernels are built for: their per-degree loops are unrolled (the polynomial

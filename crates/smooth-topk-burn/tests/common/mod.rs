@@ -167,6 +167,45 @@ pub fn hostile_rows(
     (x, y)
 }
 
+/// One cell of the harsh-row grid: its setting and its rows.
+pub struct HostileCase {
+    pub kind: Hostile,
+    pub n: usize,
+    pub k: usize,
+    pub tau: f64,
+    pub scale: f64,
+    pub scores: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+/// The harsh-row grid shared by the CI test and `gpu_check`: for each n of `ns`, k in
+/// {1, 2, 5, 10} below n, tau in {1e-3, 0.1, 100}, scale in {1, 1e5} and both kinds, 8 rows of
+/// [`hostile_rows`] (seeds 1, 2, ... in that order, so a grid's common cells are the same rows).
+pub fn hostile_grid(ns: &[usize]) -> impl Iterator<Item = HostileCase> + '_ {
+    let kinds = [Hostile::TinyLoss, Hostile::TiesAndOutlier];
+    ns.iter()
+        .flat_map(|&n| [1usize, 2, 5, 10].into_iter().map(move |k| (n, k)))
+        .filter(|&(n, k)| k < n)
+        .flat_map(|(n, k)| [1e-3, 0.1, 100.0].into_iter().map(move |tau| (n, k, tau)))
+        .flat_map(|(n, k, tau)| [1.0, 1e5].into_iter().map(move |scale| (n, k, tau, scale)))
+        .flat_map(move |(n, k, tau, scale)| {
+            kinds.into_iter().map(move |kind| (n, k, tau, scale, kind))
+        })
+        .zip(1u64..)
+        .map(|((n, k, tau, scale, kind), seed)| {
+            let (scores, labels) = hostile_rows(kind, n, 8, seed, scale, k, tau);
+            HostileCase {
+                kind,
+                n,
+                k,
+                tau,
+                scale,
+                scores,
+                labels,
+            }
+        })
+}
+
 /// Rows for the smooth top-k SVM with `k`, tau = 1 and alpha = 1.
 pub struct Layout {
     pub name: &'static str,
