@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Side-by-side summary of alternating timing rounds: reads the JSON lines that gpu_check
 (impl smooth-topk-cubecl) and torch_ce_bench.py (impl torch-cross-entropy) print, and for each
-shape gives the median over rounds of each forward+backward time and their ratio.
+shape gives the median over rounds of each forward+backward time and their ratio; with
+gpu_check --plans, the same for each pinned launch plan.
 
 python3 scripts/gpu_compare.py ROUND_FILE...
 """
@@ -12,7 +13,7 @@ import sys
 
 
 def main():
-    ours, torch = {}, {}
+    ours, torch, plans = {}, {}, {}
     for path in sys.argv[1:]:
         with open(path) as f:
             for line in f:
@@ -22,7 +23,9 @@ def main():
                 if "n" not in row:
                     continue
                 key = (row["n"], row["batch"])
-                if row["impl"] == "smooth-topk-cubecl":
+                if row["impl"] == "smooth-topk-cubecl-plan":
+                    plans.setdefault((key, row["plan"]), []).append(row["svm_forward_backward_ms"])
+                elif row["impl"] == "smooth-topk-cubecl":
                     ours.setdefault(key, []).append(row["svm_forward_backward_ms"])
                 elif row["impl"] == "torch-cross-entropy":
                     torch.setdefault(key, []).append(row["ce_forward_backward_ms"])
@@ -34,6 +37,18 @@ def main():
         print("JSON " + json.dumps({"n": key[0], "batch": key[1], "rounds": rounds,
                                     "svm_forward_backward_ms": a, "torch_ce_forward_backward_ms": b,
                                     "ratio": a / b}))
+    if plans:
+        # gpu_check --plans: each launch plan pinned (the rows above are the autotuner's choice).
+        print(f"{'n':>7} {'batch':>6} {'plan':>20} {'rounds':>6} {'svm f+b ms':>11} {'svm / ce':>9}")
+        for (key, plan) in sorted(plans):
+            if key not in torch:
+                continue
+            a, b = statistics.median(plans[(key, plan)]), statistics.median(torch[key])
+            rounds = min(len(plans[(key, plan)]), len(torch[key]))
+            print(f"{key[0]:>7} {key[1]:>6} {plan:>20} {rounds:>6} {a:>11.4f} {a / b:>9.3f}")
+            print("JSON " + json.dumps({"n": key[0], "batch": key[1], "plan": plan, "rounds": rounds,
+                                        "svm_forward_backward_ms": a,
+                                        "torch_ce_forward_backward_ms": b, "ratio": a / b}))
 
 
 if __name__ == "__main__":

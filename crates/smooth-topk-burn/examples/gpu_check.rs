@@ -1,19 +1,21 @@
 //! Device check of the fused CubeCL kernel, in one run:
 //! (a) loss and gradient against the CPU numeric core over n, k, tau and score scales;
+//!     (through the autotuner's choices, then under each launch plan pinned);
 //! (b) median time per call, with warm-up and device synchronisation, for n in
-//!     {100, 1000, 10000, 100000} and batch in {256, 4096}.
+//!     {100, 1000, 10000, 100000} and batch in {256, 4096} (the autotuner's choices), and with
+//!     `--plans`, under each launch plan pinned at the acceptance shapes.
 //! PyTorch's cross-entropy on the same shapes is timed by `scripts/torch_ce_bench.py`;
 //! `scripts/gpu_check.sh` runs both.
 //!
 //! `cargo run --release -p smooth-topk-burn --features wgpu --example gpu_check [-- FLAGS]`
 //! Flags: `--quick` (n = 1000 only), `--no-sweep` (timings only), `--no-timing` (accuracy only),
 //! `--targets` (timings at the acceptance shapes only: n in {1000, 10000}), `--warm-up S`
-//! (seconds of GPU work before the timings, default 2).
+//! (seconds of GPU work before the timings, default 2), `--plans` (the per-plan timings).
 
 use burn::backend::Dispatch;
-use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor};
+use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor, TensorData};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
-use smooth_topk_burn::TopkLossBackend;
+use smooth_topk_burn::{set_kernel_plan, KernelPlan, TopkLossBackend};
 use std::time::Instant;
 
 #[path = "../tests/common/mod.rs"]
@@ -130,6 +132,7 @@ fn accuracy_sweep(device: &Device, quick: bool) -> f64 {
         worst = worse(worst, (le, ge, bad));
     }
     worst = worst.max(hostile_worst);
+    worst = worst.max(plans_sweep(device));
     println!("max error over the sweep: {worst:.2e}");
     worst
 }
@@ -161,23 +164,106 @@ fn warm_up(device: &Device, seconds: f64) {
     }
 }
 
+/// Median ms of the fused loss-and-gradient call (see [`median_ms`]).
+fn fused_ms(device: &Device, reps: usize, x: &Tensor<2>, y: &Tensor<1, Int>, loss: AnyLoss) -> f64 {
+    median_ms(device, reps, || {
+        let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+            x.clone().into_dispatch(),
+            y.clone().into_dispatch(),
+            loss,
+        );
+        drop(out);
+    })
+}
+
+/// Loss and gradient under each pinned launch plan against the core: the autotuner may pick
+/// any of them, and the main sweep only sees its choices.
+fn plans_sweep(device: &Device) -> f64 {
+    let mut rng = Rng(11);
+    let mut worst = 0f64;
+    for plan in KernelPlan::ALL {
+        set_kernel_plan(Some(plan));
+        let mut plan_worst = 0f64;
+        for &n in &[10usize, 1000, 10000] {
+            for &k in &[1usize, 5, 10] {
+                if k >= n {
+                    continue;
+                }
+                for &(tau, scale) in &[(1.0, 1.0), (0.1, 10.0), (0.05, 100.0)] {
+                    let batch = 4;
+                    let scores: Vec<f32> = (0..batch * n)
+                        .map(|_| (scale * rng.normal()) as f32)
+                        .collect();
+                    let labels = common::labels(batch, n, n as u64 + k as u64);
+                    let loss: AnyLoss = SmoothTopkSvm::new(k, tau, 1.0).unwrap().into();
+                    let errors = common::op_against_core(&scores, &labels, n, loss, device);
+                    plan_worst = worse(plan_worst, errors);
+                }
+            }
+        }
+        for case in common::hostile_grid(&[3, 300]) {
+            let loss: AnyLoss = SmoothTopkSvm::new(case.k, case.tau, 1.0).unwrap().into();
+            let (x, y, n) = (&case.scores, &case.labels, case.n);
+            plan_worst = worse(plan_worst, common::op_against_core(x, y, n, loss, device));
+        }
+        println!("plan {}: max error {plan_worst:.2e}", plan.name());
+        worst = worst.max(plan_worst);
+    }
+    set_kernel_plan(None);
+    worst
+}
+
+/// Forward + backward under each pinned launch plan at the acceptance shapes (a plan the device
+/// cannot take for a shape runs as the first plan, two launches).
+fn plan_timings(device: &Device, quick: bool) {
+    println!("== timing per launch plan (pinned): median ms of fwd+bwd, k = 5 as above, and CE ==");
+    println!(
+        "{:>7} {:>6} {:>20} {:>12} {:>12}",
+        "n", "batch", "plan", "svm f+b", "ce f+b"
+    );
+    let svm: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
+    let ce: AnyLoss = CrossEntropy.into();
+    // The per-call floor of each plan (as in `timings`): launches and their dispatch.
+    let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
+    let tiny_y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
+    for plan in KernelPlan::ALL {
+        set_kernel_plan(Some(plan));
+        let floor = fused_ms(device, 100, &tiny_x, &tiny_y, svm);
+        println!("{:>7} {:>6} {:>20} {floor:>12.4}", 10, 1, plan.name());
+    }
+    let shapes: &[(usize, usize)] = if quick {
+        &[(1000, 256)]
+    } else {
+        &[(1000, 256), (1000, 4096), (10000, 256), (10000, 4096)]
+    };
+    for &(n, batch) in shapes {
+        let x = Tensor::<2>::random([batch, n], Distribution::Normal(0.0, 1.0), device);
+        let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, n as f64), device);
+        for plan in KernelPlan::ALL {
+            set_kernel_plan(Some(plan));
+            let (svm_ms, ce_ms) = (
+                fused_ms(device, 50, &x, &y, svm),
+                fused_ms(device, 50, &x, &y, ce),
+            );
+            let name = plan.name();
+            println!("{n:>7} {batch:>6} {name:>20} {svm_ms:>12.4} {ce_ms:>12.4}");
+            println!(
+                "JSON {{\"impl\":\"smooth-topk-cubecl-plan\",\"plan\":\"{name}\",\"n\":{n},\"batch\":{batch},\"svm_forward_backward_ms\":{svm_ms},\"ce_forward_backward_ms\":{ce_ms}}}"
+            );
+        }
+    }
+    set_kernel_plan(None);
+}
+
 fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
     warm_up(device, warm_up_s);
     // The per-call floor: the same op on a [1, 10] batch, whose kernels do next to nothing, so
     // what remains is host dispatch, submission and synchronisation. Subtract it to compare
     // kernel work across runtimes (PyTorch's floor is printed by torch_ce_bench.py).
     let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
-    let tiny_y =
-        Tensor::<1, Int>::from_data(burn::tensor::TensorData::new(vec![3i64], [1]), device);
+    let tiny_y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
     let tiny_loss: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
-    let floor = median_ms(device, 100, || {
-        let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-            tiny_x.clone().into_dispatch(),
-            tiny_y.clone().into_dispatch(),
-            tiny_loss,
-        );
-        drop(out);
-    });
+    let floor = fused_ms(device, 100, &tiny_x, &tiny_y, tiny_loss);
     println!("per-call floor (svm fwd+bwd on [1, 10]): {floor:.4} ms");
     println!("JSON {{\"impl\":\"smooth-topk-cubecl\",\"floor_forward_backward_ms\":{floor}}}");
     println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");
@@ -209,16 +295,7 @@ fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
                 );
                 drop(l);
             });
-            let both = |scores: &Tensor<2>, loss: AnyLoss| {
-                median_ms(device, reps, || {
-                    let out = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-                        scores.clone().into_dispatch(),
-                        y.clone().into_dispatch(),
-                        loss,
-                    );
-                    drop(out);
-                })
-            };
+            let both = |scores: &Tensor<2>, loss: AnyLoss| fused_ms(device, reps, scores, &y, loss);
             let (svm_both, ce_both, hard_both) = (both(&x, svm), both(&x, ce), both(&x, hard));
             let sharp: AnyLoss = SmoothTopkSvm::new(5, 0.05, 1.0).unwrap().into();
             let ext_both = both(&(x.clone() * 10.0), sharp);
@@ -251,6 +328,9 @@ fn main() {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(2.0);
         timings(&device, quick, flag("--targets"), warm_up_s);
+        if flag("--plans") {
+            plan_timings(&device, quick);
+        }
     }
     if worst > 1e-5 {
         eprintln!("FAILED: max error {worst:.2e} exceeds 1e-5");

@@ -33,6 +33,8 @@ mod kernel;
 mod loss;
 
 pub use backend::TopkLossBackend;
+#[cfg(feature = "cube")]
+pub use gpu::{set_kernel_plan, KernelPlan};
 pub use loss::{
     topk_loss_per_sample, HardTopkSvmLoss, HardTopkSvmLossConfig, SmoothTopkSvmLoss,
     SmoothTopkSvmLossConfig,

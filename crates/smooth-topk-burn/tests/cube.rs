@@ -10,7 +10,16 @@ use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 use common::{adversarial_layouts, errors_against_core, hostile_grid, op_loss_and_grad, scores};
 use proptest::prelude::*;
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
-use smooth_topk_burn::{SmoothTopkSvmLossConfig, TopkLossBackend};
+use smooth_topk_burn::{set_kernel_plan, KernelPlan, SmoothTopkSvmLossConfig, TopkLossBackend};
+
+/// The wgpu device, with the smooth kernel pinned to its first plan (two launches). Every plan
+/// computes the same values and `tests/cube_plans.rs` checks each one and the autotuner; pinned,
+/// each new row length or k here compiles one kernel shape instead of all of them (on lavapipe,
+/// compiling dominates these tests). Every test pins the same plan, so they can run at once.
+fn device() -> Device {
+    set_kernel_plan(Some(KernelPlan::ALL[0]));
+    Device::wgpu(DeviceKind::DefaultDevice)
+}
 
 /// Rows of small noise with one score 50 above the rest; labels cycle through the classes.
 fn spiked(n: usize, batch: usize) -> (Vec<f32>, Vec<i64>) {
@@ -60,7 +69,7 @@ fn check_rows(device: &Device, n: usize, rows: &(Vec<f32>, Vec<i64>), loss: AnyL
 
 #[test]
 fn kernel_matches_the_core_on_the_wgpu_adapter() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let device = device();
     let mut worst = (0f64, 0f64);
     for &(n, batch) in &[(2usize, 3usize), (7, 5), (100, 6), (1000, 3)] {
         for &k in &[1usize, 2, 5] {
@@ -121,7 +130,7 @@ proptest! {
         batch in 1usize..5,
         seed in any::<u64>(),
     ) {
-        let device = Device::wgpu(DeviceKind::DefaultDevice);
+        let device = device();
         let k = k.min(n - 1);
         let tau = 10f64.powf(log_tau);
         let loss: AnyLoss = SmoothTopkSvm::new(k, tau, alpha).unwrap().into();
@@ -135,7 +144,7 @@ proptest! {
 
 #[test]
 fn kernel_holds_the_bar_on_hostile_rows() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let device = device();
     for case in hostile_grid(&[3, 11, 300]) {
         let loss: AnyLoss = SmoothTopkSvm::new(case.k, case.tau, 1.0).unwrap().into();
         let (le, ge) = check_rows(&device, case.n, &(case.scores, case.labels), loss);
@@ -155,7 +164,7 @@ fn kernel_holds_the_bar_on_hostile_rows() {
 /// `common::adversarial_layouts`).
 #[test]
 fn kernel_holds_the_bar_on_adversarial_layouts() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let device = device();
     for layout in adversarial_layouts() {
         let loss: AnyLoss = SmoothTopkSvm::new(layout.k, 1.0, 1.0).unwrap().into();
         let rows = (layout.scores, layout.labels);
@@ -167,7 +176,7 @@ fn kernel_holds_the_bar_on_adversarial_layouts() {
 /// k beyond the kernels' unrolled range is computed by the core (a host round trip).
 #[test]
 fn k_beyond_the_kernels_goes_to_the_core() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let device = device();
     let loss: AnyLoss = SmoothTopkSvm::new(70, 1.0, 1.0).unwrap().into();
     let (le, ge) = check(&device, 100, 2, loss, 1.0, 70);
     assert!(le <= 1e-5 && ge <= 1e-5, "k = 70: {le:e} {ge:e}");
@@ -175,7 +184,7 @@ fn k_beyond_the_kernels_goes_to_the_core() {
 
 #[test]
 fn hard_kernel_matches_the_core_including_ties() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let device = device();
     for &(n, batch) in &[(2usize, 3usize), (9, 5), (300, 4)] {
         for &k in &[1usize, 2, 5] {
             if k >= n {
@@ -198,7 +207,7 @@ fn hard_kernel_matches_the_core_including_ties() {
 
 #[test]
 fn autodiff_training_path_runs_on_the_device() {
-    let device = Device::wgpu(DeviceKind::DefaultDevice).autodiff();
+    let device = device().autodiff();
     let x = scores(4 * 30, 11, 2.0);
     let logits = Tensor::<2>::from_data(TensorData::new(x, [4, 30]), &device).require_grad();
     let targets = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 5, 29, 7], [4]), &device);

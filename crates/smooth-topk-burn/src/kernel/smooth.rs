@@ -22,9 +22,10 @@
 //! that linear pass is accepted while its coefficients stay well inside f32's range and
 //! `c >= PIVOT_LOW`, so boundary classes have `|x_i|` of at most about 20. Otherwise (a wide
 //! spread of the top scores against `k tau`, or binomial growth past 1e30) the passes are redone
-//! in the extended number system of [`super::number`] (a second launch, for those rows only) with
-//! the pivot on the boundary: the k-th largest non-label score (one pass), moved by `k tau c`
-//! until `c` is in [`PIVOT_LOW`, `PIVOT_HIGH`] (one extended pass, at most three).
+//! in the extended number system of [`super::number`] (in place, or in a second launch for those
+//! rows only: see [`smooth_topk_svm_kernel`]) with the pivot on the boundary: the k-th largest
+//! non-label score (one pass), moved by `k tau c` until `c` is in [`PIVOT_LOW`, `PIVOT_HIGH`]
+//! (one extended pass, at most three).
 //! Classes far above the pivot get huge weights, which that system carries at f32's relative
 //! precision, and the classes that matter get small `|x_i|`.
 //!
@@ -60,6 +61,8 @@ const PIVOT_ROUNDS: u32 = 3;
 #[derive(CubeType, Clone)]
 struct Scalars {
     tau: f32,
+    /// `k tau`.
+    ktau: f32,
     /// `1 / (k tau)`.
     inv_ktau: f32,
     /// `1 / (k tau)` as the sum of two 12-bit parts and a remainder (see
@@ -357,7 +360,8 @@ fn rescale(poly: &mut Array<f32>, arg: f32, #[comptime] k: usize) {
 /// coefficients relative to its own running maximum and rescales them when that grows (once
 /// per group of four loads at most, and rarely after the first few); the tree brings both
 /// operands to the larger maximum before each product. `shared` holds `cube_dim * (k + 2)`
-/// values. Returns `m`.
+/// values. The unit's first `cached` scores are left in `cache` for the gradient (f32::MIN for
+/// the label and for classes past the row). Returns `m`.
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn forward_with_max<F: Float>(
@@ -368,8 +372,10 @@ fn forward_with_max<F: Float>(
     scalars: &Scalars,
     shared: &mut Shared<[f32]>,
     full_m: &mut Array<f32>,
+    cache: &mut Array<f32>,
     #[comptime] k: usize,
     #[comptime] cube_dim: usize,
+    #[comptime] cached: usize,
 ) -> f32 {
     let n = scores.shape(1);
     let tid = UNIT_POS_X as usize;
@@ -378,8 +384,34 @@ fn forward_with_max<F: Float>(
     let mut unused = Array::<i32>::new(comptime!(k + 1));
     set_one(&mut poly, &mut unused, k, false);
     let mut local_max = f32::min_value();
-    // Four strided loads in flight per unit, as in `forward`.
-    let mut j = tid;
+    if comptime!(cached > 0) {
+        // The unit's first `cached` classes, all loaded before any is used (one memory latency
+        // for all of them) and kept for the gradient pass, which then reads no memory for them.
+        // Classes past the row and the label hold f32::MIN, which only the maximum sees.
+        #[unroll]
+        for u in 0..cached {
+            let class = tid + comptime!(u * cube_dim);
+            let mut score = f32::min_value();
+            if class < n && class != label {
+                score = f32::cast_from(scores[base + class * step]);
+            }
+            cache[u] = score;
+        }
+        #[unroll]
+        for u in 0..cached {
+            local_max = local_max.max(cache[u]);
+        }
+        // The polynomial is still 1 here: nothing to rescale for the new maximum.
+        #[unroll]
+        for u in 0..cached {
+            let class = tid + comptime!(u * cube_dim);
+            let w = ((cache[u] - local_max) * inv_ktau).exp();
+            let w = select(class < n && class != label, w, f32::new(0.0));
+            mul_linear(&mut poly, &mut unused, w, 0i32, k, false);
+        }
+    }
+    // Four strided loads in flight per unit, as in `forward`, for the classes not cached.
+    let mut j = tid + comptime!(cached * cube_dim);
     while j + comptime!(3 * cube_dim) < n {
         let mut s = Array::<f32>::new(4usize);
         #[unroll]
@@ -572,8 +604,10 @@ fn finish<F: Float>(
     s_y: f32,
     c: f32,
     scalars: &Scalars,
+    cache: &Array<f32>,
     #[comptime] k: usize,
     #[comptime] cube_dim: usize,
+    #[comptime] cached: usize,
     #[comptime] with_grad: bool,
     #[comptime] ext: bool,
 ) {
@@ -616,9 +650,32 @@ fn finish<F: Float>(
             count[0].store(0u32);
         }
         sync_cube();
-        // Scores of four classes are loaded before any is processed (memory latency, as in
-        // `forward`).
-        let mut j = tid;
+        // The classes whose scores the forward pass kept (see `forward_with_max`).
+        #[unroll]
+        for u in 0..cached {
+            let class = tid + comptime!(u * cube_dim);
+            if class < n && class != label {
+                let (wm, we) = weight(cache[u], pivot, scalars, k, ext);
+                gradient_entry::<F>(
+                    grad,
+                    g_row + class * g_step,
+                    wm,
+                    we,
+                    full_m,
+                    full_e,
+                    scale,
+                    factors,
+                    &mut unstable,
+                    &count,
+                    class,
+                    k,
+                    ext,
+                );
+            }
+        }
+        // The others: scores of four classes are loaded before any is processed (memory
+        // latency, as in `forward`).
+        let mut j = tid + comptime!(cached * cube_dim);
         while j + comptime!(3 * cube_dim) < n {
             let mut s = Array::<f32>::new(4usize);
             #[unroll]
@@ -857,15 +914,99 @@ fn sigmoid(hi: f32, lo: f32, one: f32) -> f32 {
 /// never negative).
 const PENDING: f32 = -1.0;
 
+/// The extended passes for this cube's row (step 3 of the module's text): the pivot first on the
+/// k-th largest non-label score, then moved by `k tau c` while `c` is out of bounds; then the
+/// loss and the gradient in the extended system. `shared_m` holds `cube_dim * (k + 1)` values.
+#[cube]
+#[allow(clippy::too_many_arguments)]
+fn extended_row<F: Float>(
+    scores: &Tensor<F>,
+    losses: &mut Tensor<F>,
+    grad: &mut Tensor<F>,
+    shared_m: &mut Shared<[f32]>,
+    row: usize,
+    label: usize,
+    s_y: f32,
+    scalars: &Scalars,
+    #[comptime] k: usize,
+    #[comptime] cube_dim: usize,
+    #[comptime] with_grad: bool,
+) {
+    let base = row * scores.stride(0);
+    let step = scores.stride(1);
+    let mut shared_e = Shared::<[i32]>::new_slice(comptime!(cube_dim * (k + 1)));
+    let mut full_m = Array::<f32>::new(comptime!(k + 1));
+    let mut full_e = Array::<i32>::new(comptime!(k + 1));
+    // No scores are kept on this path (it is rare, and its passes read the row several times).
+    let no_cache = Array::<f32>::new(1usize);
+    let mut pivot = kth_largest::<F>(scores, base, step, label, shared_m, k, cube_dim);
+    let mut rounds = 0u32;
+    let mut settled = false;
+    let mut c = f32::new(0.0);
+    while !settled {
+        forward::<F>(
+            scores,
+            base,
+            step,
+            label,
+            pivot,
+            scalars,
+            shared_m,
+            &mut shared_e,
+            &mut full_m,
+            &mut full_e,
+            k,
+            cube_dim,
+            true,
+        );
+        c = top_ln_ratio(&full_m, &full_e, scalars.one, k, true);
+        rounds += 1;
+        if (c >= f32::new(PIVOT_LOW) && c <= f32::new(PIVOT_HIGH)) || rounds >= PIVOT_ROUNDS {
+            settled = true;
+        } else {
+            pivot += scalars.ktau * c;
+        }
+    }
+    finish::<F>(
+        scores,
+        losses,
+        grad,
+        shared_m,
+        &mut shared_e,
+        &full_m,
+        &full_e,
+        row,
+        label,
+        pivot,
+        s_y,
+        c,
+        scalars,
+        &no_cache,
+        k,
+        cube_dim,
+        0usize,
+        with_grad,
+        true,
+    );
+}
+
 /// Loss (and gradient when `with_grad`) of the smooth top-k SVM for one sample per cube.
 /// `scores [batch, n]`, `targets [batch]`, `losses [batch]`, `grad [batch, n]` (any 1-element
 /// tensor when `with_grad` is false). The host passes `k tau` and the parts of `1 / (k tau)` and
 /// `alpha / tau` described at [`number::log_ratio_sum`], all formed in f64.
 ///
-/// Launched twice: with `ext = false` it runs the linear pass on every row, finishes the rows
-/// it is accurate for and marks the others with a [`PENDING`] loss; with `ext = true` it runs
-/// the extended passes on the marked rows only. Two launches keep the extended system's
-/// registers (an exponent per coefficient, the top-k list) off the common linear kernel.
+/// Which passes a launch runs is comptime, so that the host can pick the kernel shape that is
+/// fastest on its device (see `gpu.rs`):
+/// - `linear` alone: the linear pass on every row; finishes the rows it is accurate for and
+///   marks the others with a [`PENDING`] loss, for
+/// - `extended` alone: the extended passes on the marked rows only. Two launches keep the
+///   extended system's registers (an exponent per coefficient, the top-k list) off the common
+///   linear kernel, at the price of a second launch.
+/// - both: one launch; a row the linear pass rejects goes on to the extended passes in place.
+///
+/// `cached`: how many of its classes each unit keeps in registers between the linear pass and
+/// the gradient (0: the gradient reads the row again). Any count is correct for any `n`; it
+/// pays when `n <= cached * cube_dim`.
 #[cube(launch_unchecked)]
 #[allow(clippy::too_many_arguments)]
 pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
@@ -885,11 +1026,14 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     #[comptime] k: usize,
     #[comptime] cube_dim: usize,
     #[comptime] with_grad: bool,
-    #[comptime] ext: bool,
+    #[comptime] linear: bool,
+    #[comptime] extended: bool,
+    #[comptime] cached: usize,
     #[define(F, I)] _dtypes: [ElemType; 2],
 ) {
     let scalars = Scalars {
         tau,
+        ktau,
         inv_ktau,
         inv0,
         inv1,
@@ -905,7 +1049,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     let loss_at = row * losses.stride(0);
     // Nested on purpose: the outer condition is resolved when the kernel is expanded.
     #[allow(clippy::collapsible_if)]
-    if comptime!(ext) {
+    if comptime!(!linear) {
         if f32::cast_from(losses[loss_at]) != f32::new(PENDING) {
             terminate!();
         }
@@ -916,18 +1060,19 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
     let step = scores.stride(1);
     let label = label_of::<I>(targets, row, n);
     let s_y = f32::cast_from(scores[base + label * step]);
-    // Mantissas (the linear launch's tree also carries each unit's maximum).
+    // Mantissas (the linear pass's tree also carries each unit's maximum).
     let mut shared_m = Shared::<[f32]>::new_slice(comptime!(cube_dim * (k + 2)));
-    // Exponents only in the extended system.
-    let mut shared_e =
-        Shared::<[i32]>::new_slice(comptime!(if ext { cube_dim * (k + 1) } else { 1 }));
-    let mut full_m = Array::<f32>::new(comptime!(k + 1));
-    let mut full_e = Array::<i32>::new(comptime!(k + 1));
+    // Uniform across the cube, like every decision below: every unit sees the same
+    // coefficients.
+    let mut pending = true;
 
-    if comptime!(!ext) {
+    if comptime!(linear) {
         // 1-2. The largest non-label score and the linear pass with it as pivot, in one read.
-        //      Every unit sees the same coefficients, so every decision below is uniform
-        //      across the cube.
+        // No exponents in the linear system: a one-value stand-in fills `finish`'s slot.
+        let mut no_exponents = Shared::<[i32]>::new_slice(1usize);
+        let mut full_m = Array::<f32>::new(comptime!(k + 1));
+        let full_e = Array::<i32>::new(comptime!(k + 1));
+        let mut cache = Array::<f32>::new(comptime!(cached.max(1)));
         let m = forward_with_max::<F>(
             scores,
             base,
@@ -936,8 +1081,10 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
             &scalars,
             &mut shared_m,
             &mut full_m,
+            &mut cache,
             k,
             cube_dim,
+            cached,
         );
         let below = comptime!(k - 1);
         let c = top_ln_ratio(&full_m, &full_e, one, k, false);
@@ -954,7 +1101,7 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
                 losses,
                 grad,
                 &mut shared_m,
-                &mut shared_e,
+                &mut no_exponents,
                 &full_m,
                 &full_e,
                 row,
@@ -963,63 +1110,42 @@ pub fn smooth_topk_svm_kernel<F: Float, I: Numeric>(
                 s_y,
                 c,
                 &scalars,
+                &cache,
                 k,
                 cube_dim,
+                cached,
                 with_grad,
                 false,
             );
-        } else if tid == 0 {
-            losses[loss_at] = F::cast_from(f32::new(PENDING));
-        }
-    } else {
-        // 3. The extended system, with the pivot on the top-k boundary: first the k-th
-        //    largest non-label score, then moved by `k tau c` while `c` is out of bounds.
-        let mut pivot = kth_largest::<F>(scores, base, step, label, &mut shared_m, k, cube_dim);
-        let mut rounds = 0u32;
-        let mut settled = false;
-        let mut c = f32::new(0.0);
-        while !settled {
-            forward::<F>(
-                scores,
-                base,
-                step,
-                label,
-                pivot,
-                &scalars,
-                &mut shared_m,
-                &mut shared_e,
-                &mut full_m,
-                &mut full_e,
-                k,
-                cube_dim,
-                true,
-            );
-            c = top_ln_ratio(&full_m, &full_e, one, k, true);
-            rounds += 1;
-            if (c >= f32::new(PIVOT_LOW) && c <= f32::new(PIVOT_HIGH)) || rounds >= PIVOT_ROUNDS {
-                settled = true;
-            } else {
-                pivot += ktau * c;
+        } else {
+            // Nested on purpose, as above.
+            #[allow(clippy::collapsible_if)]
+            if comptime!(!extended) {
+                if tid == 0 {
+                    losses[loss_at] = F::cast_from(f32::new(PENDING));
+                }
             }
         }
-        finish::<F>(
-            scores,
-            losses,
-            grad,
-            &mut shared_m,
-            &mut shared_e,
-            &full_m,
-            &full_e,
-            row,
-            label,
-            pivot,
-            s_y,
-            c,
-            &scalars,
-            k,
-            cube_dim,
-            with_grad,
-            true,
-        );
+        pending = !accurate;
+    }
+    // Nested on purpose, as above.
+    #[allow(clippy::collapsible_if)]
+    if comptime!(extended) {
+        if pending {
+            // 3. The extended system, with the pivot on the top-k boundary.
+            extended_row::<F>(
+                scores,
+                losses,
+                grad,
+                &mut shared_m,
+                row,
+                label,
+                s_y,
+                &scalars,
+                k,
+                cube_dim,
+                with_grad,
+            );
+        }
     }
 }
