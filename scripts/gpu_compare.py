@@ -24,6 +24,8 @@ def main():
                     continue
                 key = (row["n"], row["batch"])
                 if row["impl"] == "smooth-topk-cubecl-plan":
+                    if row.get("fell_back"):
+                        continue  # the plan did not fit: the first plan ran
                     plans.setdefault((key, row["plan"]), []).append(row["svm_forward_backward_ms"])
                 elif row["impl"] == "smooth-topk-cubecl":
                     ours.setdefault(key, []).append(row["svm_forward_backward_ms"])

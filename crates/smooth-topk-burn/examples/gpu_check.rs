@@ -15,7 +15,7 @@
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor, TensorData};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
-use smooth_topk_burn::{set_kernel_plan, KernelPlan, TopkLossBackend};
+use smooth_topk_burn::{pinned_plan_fallbacks, set_kernel_plan, KernelPlan, TopkLossBackend};
 use std::time::Instant;
 
 #[path = "../tests/common/mod.rs"]
@@ -214,7 +214,7 @@ fn plans_sweep(device: &Device) -> f64 {
 }
 
 /// Forward + backward under each pinned launch plan at the acceptance shapes (a plan the device
-/// cannot take for a shape runs as the first plan, two launches).
+/// cannot take for a shape runs as the first plan, two launches, and is marked so).
 fn plan_timings(device: &Device, quick: bool) {
     println!("== timing per launch plan (pinned): median ms of fwd+bwd, k = 5 as above, and CE ==");
     println!(
@@ -241,14 +241,20 @@ fn plan_timings(device: &Device, quick: bool) {
         let y = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, n as f64), device);
         for plan in KernelPlan::ALL {
             set_kernel_plan(Some(plan));
-            let (svm_ms, ce_ms) = (
-                fused_ms(device, 50, &x, &y, svm),
-                fused_ms(device, 50, &x, &y, ce),
-            );
+            let before = pinned_plan_fallbacks();
+            let svm_ms = fused_ms(device, 50, &x, &y, svm);
+            // The plan does not fit this shape here: the first plan ran instead.
+            let fell_back = pinned_plan_fallbacks() != before;
+            let ce_ms = fused_ms(device, 50, &x, &y, ce);
             let name = plan.name();
-            println!("{n:>7} {batch:>6} {name:>20} {svm_ms:>12.4} {ce_ms:>12.4}");
+            let note = if fell_back {
+                "  (does not fit: ran two-launches)"
+            } else {
+                ""
+            };
+            println!("{n:>7} {batch:>6} {name:>20} {svm_ms:>12.4} {ce_ms:>12.4}{note}");
             println!(
-                "JSON {{\"impl\":\"smooth-topk-cubecl-plan\",\"plan\":\"{name}\",\"n\":{n},\"batch\":{batch},\"svm_forward_backward_ms\":{svm_ms},\"ce_forward_backward_ms\":{ce_ms}}}"
+                "JSON {{\"impl\":\"smooth-topk-cubecl-plan\",\"plan\":\"{name}\",\"fell_back\":{fell_back},\"n\":{n},\"batch\":{batch},\"svm_forward_backward_ms\":{svm_ms},\"ce_forward_backward_ms\":{ce_ms}}}"
             );
         }
     }

@@ -55,8 +55,8 @@ pub struct KernelPlan {
     /// off the common kernel, for the price of a launch).
     pub one_launch: bool,
     /// Each unit keeps its scores in registers from the forward pass to the gradient instead
-    /// of reading the row again (for rows of at most [`MAX_KEPT`] scores per unit at the
-    /// largest cube the device allows).
+    /// of reading the row again. Offered for rows of at most [`MAX_KEPT`] scores per unit at
+    /// the largest cube whose shared memory fits, and k up to 16.
     pub keep_scores: bool,
 }
 
@@ -159,7 +159,8 @@ static PINNED_PLAN: AtomicUsize = AtomicUsize::new(0);
 
 /// Pins every later smooth top-k launch in this process to `plan`, or with `None` returns to
 /// autotuning (the default). For benchmarks and tests that measure or check one plan; a pinned
-/// plan the device cannot take for a shape falls back to the first of [`KernelPlan::ALL`].
+/// plan the device cannot take for a shape falls back to the first of [`KernelPlan::ALL`] (and
+/// counts in [`pinned_plan_fallbacks`]).
 /// Launches run when burn executes its queue, so pin before the calls and keep the pin until
 /// their results are read.
 pub fn set_kernel_plan(plan: Option<KernelPlan>) {
@@ -170,6 +171,16 @@ pub fn set_kernel_plan(plan: Option<KernelPlan>) {
             .expect("every plan is in ALL")
     });
     PINNED_PLAN.store(index, Ordering::Relaxed);
+}
+
+/// Launches whose pinned plan did not fit their shape and ran the first plan instead.
+static PINNED_FALLBACKS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many launches so far ran the first plan because the pinned one did not fit their shape
+/// on the device (see [`set_kernel_plan`]): benchmarks and tests use it to tell which plan
+/// actually ran.
+pub fn pinned_plan_fallbacks() -> usize {
+    PINNED_FALLBACKS.load(Ordering::Relaxed)
 }
 
 fn pinned_plan() -> Option<KernelPlan> {
@@ -215,6 +226,8 @@ fn device_limits(scores: &CubeTensor) -> (usize, usize) {
     let hardware = &scores.client.properties().hardware;
     let budget = (hardware.max_shared_memory_size / 4).min(SHARED_VALUES);
     let units = (hardware.max_units_per_cube as usize).min(hardware.max_cube_dim.0 as usize);
+    // The reduction trees halve the cube: a power of two (some devices allow e.g. 384 units).
+    let units = 1usize << (usize::BITS - 1 - units.max(1).leading_zeros());
     (budget, units)
 }
 
@@ -264,10 +277,11 @@ fn launch_smooth(
 ) -> Result<Outputs, String> {
     let n = scores.shape()[1];
     // Cross-entropy is the smooth top-1 SVM with tau = 1 and no margin.
-    let (k, tau, alpha) = match loss {
-        AnyLoss::Smooth(l) => (l.k(), l.tau(), l.alpha()),
-        _ => (1, 1.0, 0.0),
+    let (tau, alpha) = match loss {
+        AnyLoss::Smooth(l) => (l.tau(), l.alpha()),
+        _ => (1.0, 0.0),
     };
+    let k = smooth_k(loss);
     let (budget, units) = device_limits(scores);
     let geometry = plan
         .geometry(n, k, budget, units)
@@ -346,16 +360,21 @@ fn launch(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss, with_grad: boo
     }
     match pinned_plan() {
         Some(plan) => launch_smooth(&scores, &targets, loss, with_grad, plan)
-            .or_else(|_| launch_smooth(&scores, &targets, loss, with_grad, KernelPlan::ALL[0]))
+            .or_else(|_| {
+                PINNED_FALLBACKS.fetch_add(1, Ordering::Relaxed);
+                launch_smooth(&scores, &targets, loss, with_grad, KernelPlan::ALL[0])
+            })
             .expect("the first plan fits every shape"),
         None => autotuned_smooth(scores, targets, loss, with_grad),
     }
 }
 
-/// What the autotuner keys its choice on: the plan's geometry depends on `n`, `k` and the
-/// device (the tuner keeps one table per device), so `n` is exact (a model's class count is
-/// fixed) and the batch is rounded up to a power of two (a last, smaller batch reuses the
-/// choice).
+/// What the autotuner keys its choice on. `n` is exact (a model's class count is fixed) and the
+/// batch is rounded up to a power of two (a last, smaller batch reuses the choice). `fitting`
+/// has bit i set when plan i of [`KernelPlan::ALL`] fits this shape on this device: a choice is
+/// only ever reused for a key where it fits, including one read back from cubecl's cache on disk,
+/// which is shared by every device with the same runtime id (another GPU in the same slot, an
+/// older build), and where running a plan that does not fit would fail.
 #[derive(AutotuneKey, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 struct PlanKey {
     n: usize,
@@ -364,6 +383,7 @@ struct PlanKey {
     k: usize,
     with_grad: bool,
     dtype: DType,
+    fitting: u8,
 }
 
 /// Scores, labels, loss and whether the gradient is wanted: one smooth top-k evaluation.
@@ -376,11 +396,22 @@ impl AutotuneOutput for TunedOutputs {}
 
 fn plan_key((scores, _, loss, with_grad): &TuneInputs) -> PlanKey {
     let [batch, n] = scores.shape().dims::<2>();
-    let k = match loss {
+    let k = smooth_k(*loss);
+    let (budget, units) = device_limits(scores);
+    let fitting = KernelPlan::ALL
+        .iter()
+        .enumerate()
+        .filter(|(_, plan)| plan.geometry(n, k, budget, units).is_some())
+        .fold(0u8, |mask, (i, _)| mask | 1 << i);
+    PlanKey::new(n, batch, k, *with_grad, scores.dtype, fitting)
+}
+
+/// k of the smooth kernel's launch (cross-entropy is its top-1 case).
+fn smooth_k(loss: AnyLoss) -> usize {
+    match loss {
         AnyLoss::Smooth(l) => l.k(),
         _ => 1,
-    };
-    PlanKey::new(n, batch, k, *with_grad, scores.dtype)
+    }
 }
 
 fn tunable(plan: KernelPlan) -> Tunable<PlanKey, TuneInputs, TunedOutputs> {

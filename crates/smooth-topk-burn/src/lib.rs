@@ -34,7 +34,7 @@ mod loss;
 
 pub use backend::TopkLossBackend;
 #[cfg(feature = "cube")]
-pub use gpu::{set_kernel_plan, KernelPlan};
+pub use gpu::{pinned_plan_fallbacks, set_kernel_plan, KernelPlan};
 pub use loss::{
     topk_loss_per_sample, HardTopkSvmLoss, HardTopkSvmLossConfig, SmoothTopkSvmLoss,
     SmoothTopkSvmLossConfig,

@@ -284,7 +284,7 @@ fn cube_product(
 }
 
 /// `sigma_0..k` of the non-label classes of this cube's row for a given pivot, in `full` (the
-/// extended launch's passes; the linear launch uses [`forward_with_max`]).
+/// extended passes; the linear pass uses [`forward_with_max`]).
 #[cube]
 #[allow(clippy::too_many_arguments)]
 fn forward<F: Float>(
@@ -355,7 +355,7 @@ fn rescale(poly: &mut Array<f32>, arg: f32, #[comptime] k: usize) {
     }
 }
 
-/// The linear launch's pass: `m`, the largest non-label score, and `sigma_0..k` (in `full_m`)
+/// The linear pass: `m`, the largest non-label score, and `sigma_0..k` (in `full_m`)
 /// of the weights `exp((s_i - m) / (k tau))`, in one read of the row. Each unit keeps its
 /// coefficients relative to its own running maximum and rescales them when that grows (once
 /// per group of four loads at most, and rarely after the first few); the tree brings both
@@ -910,8 +910,8 @@ fn sigmoid(hi: f32, lo: f32, one: f32) -> f32 {
     select(hi >= f32::new(0.0), one / (one + e), e / (one + e))
 }
 
-/// The loss value that marks a row the linear launch left to the extended one (losses are
-/// never negative).
+/// The loss value that marks a row the linear launch left to the extended one, in the plans with
+/// two launches (losses are never negative).
 const PENDING: f32 = -1.0;
 
 /// The extended passes for this cube's row (step 3 of the module's text): the pivot first on the

@@ -35,6 +35,24 @@ pub fn op_loss_and_grad(
     (l, g)
 }
 
+/// Per-sample losses alone (the forward-only launch), through the burn op on `device`.
+pub fn op_loss(
+    scores: &[f32],
+    labels: &[i64],
+    n: usize,
+    loss: AnyLoss,
+    device: &Device,
+) -> Vec<f32> {
+    let batch = labels.len();
+    let x = Tensor::<2>::from_data(TensorData::new(scores.to_vec(), [batch, n]), device);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [batch]), device);
+    let l = <Dispatch as TopkLossBackend>::topk_loss(x.into_dispatch(), y.into_dispatch(), loss);
+    Tensor::<1>::from_dispatch(l)
+        .into_data()
+        .try_to_vec_as::<f32>()
+        .unwrap()
+}
+
 /// `errors` of device results `(losses, grad)` against the core in f64 on the same f32 scores.
 pub fn errors_against_core(
     scores: &[f32],
