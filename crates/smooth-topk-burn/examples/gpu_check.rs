@@ -180,6 +180,14 @@ fn fused_ms(device: &Device, reps: usize, x: &Tensor<2>, y: &Tensor<1, Int>, los
     })
 }
 
+/// The per-call floor: median ms of the fused call on a [1, 10] batch, whose kernels do next to
+/// nothing, so what remains is host dispatch, submission and synchronisation.
+fn floor_ms(device: &Device, loss: AnyLoss) -> f64 {
+    let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
+    let tiny_y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
+    fused_ms(device, 100, &tiny_x, &tiny_y, loss)
+}
+
 /// Loss and gradient under each pinned launch plan against the core: the autotuner may pick
 /// any of them, and the main sweep only sees its choices.
 fn plans_sweep(device: &Device) -> f64 {
@@ -227,12 +235,10 @@ fn plan_timings(device: &Device, quick: bool) {
     );
     let svm: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
     let ce: AnyLoss = CrossEntropy.into();
-    // The per-call floor of each plan (as in `timings`): launches and their dispatch.
-    let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
-    let tiny_y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
+    // The per-call floor of each plan: launches and their dispatch.
     for plan in KernelPlan::ALL {
         set_kernel_plan(Some(plan));
-        let floor = fused_ms(device, 100, &tiny_x, &tiny_y, svm);
+        let floor = floor_ms(device, svm);
         println!("{:>7} {:>6} {:>20} {floor:>12.4}", 10, 1, plan.name());
     }
     let shapes: &[(usize, usize)] = if quick {
@@ -267,13 +273,9 @@ fn plan_timings(device: &Device, quick: bool) {
 
 fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
     warm_up(device, warm_up_s);
-    // The per-call floor: the same op on a [1, 10] batch, whose kernels do next to nothing, so
-    // what remains is host dispatch, submission and synchronisation. Subtract it to compare
-    // kernel work across runtimes (PyTorch's floor is printed by torch_ce_bench.py).
-    let tiny_x = Tensor::<2>::random([1, 10], Distribution::Normal(0.0, 1.0), device);
-    let tiny_y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64], [1]), device);
-    let tiny_loss: AnyLoss = SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into();
-    let floor = fused_ms(device, 100, &tiny_x, &tiny_y, tiny_loss);
+    // Subtract the floor to compare kernel work across runtimes (PyTorch's floor is printed by
+    // torch_ce_bench.py).
+    let floor = floor_ms(device, SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into());
     println!("per-call floor (svm fwd+bwd on [1, 10]): {floor:.4} ms");
     println!("JSON {{\"impl\":\"smooth-topk-cubecl\",\"floor_forward_backward_ms\":{floor}}}");
     println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");

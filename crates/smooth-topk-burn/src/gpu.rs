@@ -40,8 +40,12 @@ fn cube_dim_for(n: usize, per_unit: usize, fixed: usize, budget: usize) -> usize
 
 /// The largest power of two of units whose shared memory fits (at least 1).
 fn largest_fitting(per_unit: usize, fixed: usize, budget: usize) -> usize {
-    let fits = (budget.saturating_sub(fixed) / per_unit).max(1);
-    1usize << (usize::BITS - 1 - fits.leading_zeros())
+    power_of_two_at_most(budget.saturating_sub(fixed) / per_unit)
+}
+
+/// The largest power of two not above `x` (1 for 0): the reduction trees halve the cube.
+fn power_of_two_at_most(x: usize) -> usize {
+    1usize << (usize::BITS - 1 - x.max(1).leading_zeros())
 }
 
 /// How the smooth top-k kernel is launched. Every plan computes the same values; which is
@@ -226,9 +230,8 @@ fn device_limits(scores: &CubeTensor) -> (usize, usize) {
     let hardware = &scores.client.properties().hardware;
     let budget = (hardware.max_shared_memory_size / 4).min(SHARED_VALUES);
     let units = (hardware.max_units_per_cube as usize).min(hardware.max_cube_dim.0 as usize);
-    // The reduction trees halve the cube: a power of two (some devices allow e.g. 384 units).
-    let units = 1usize << (usize::BITS - 1 - units.max(1).leading_zeros());
-    (budget, units)
+    // Some devices allow e.g. 384 units; the kernels need a power of two.
+    (budget, power_of_two_at_most(units))
 }
 
 fn launch_hard(
@@ -346,9 +349,8 @@ fn launch_smooth(
 fn launch(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss, with_grad: bool) -> Outputs {
     let [batch, n] = logits.shape().dims::<2>();
     let k = match loss {
-        AnyLoss::Smooth(l) => l.k(),
         AnyLoss::Hard(l) => l.k(),
-        AnyLoss::CrossEntropy(_) => 1,
+        other => smooth_k(other),
     };
     if batch == 0 || n < loss.min_classes() || k > MAX_KERNEL_K {
         return on_host::<CubeBackend>(logits, targets, loss, with_grad);

@@ -6,9 +6,7 @@
 mod common;
 
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
-use common::{
-    adversarial_layouts, errors_against_core, hostile_grid, op_loss, op_loss_and_grad, scores,
-};
+use common::{adversarial_layouts, checked_errors, hostile_grid, scores};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
 use smooth_topk_burn::{set_kernel_plan, KernelPlan, SmoothTopkSvmLossConfig};
 
@@ -48,16 +46,14 @@ fn check(
 
 /// Kernel against the core on given rows: (max loss error, max gradient error).
 fn check_rows(device: &Device, n: usize, rows: &(Vec<f32>, Vec<i64>), loss: AnyLoss) -> (f64, f64) {
-    let (x, y) = rows.clone();
-    let (l, g) = op_loss_and_grad(&x, &y, n, loss, device);
-    assert_eq!(
-        op_loss(&x, &y, n, loss, device),
-        l,
-        "forward-only and fused launches agree"
-    );
-    let (loss_err, grad_err, non_finite) = errors_against_core(&x, &y, n, loss, &(l, g));
-    assert_eq!(non_finite, 0);
-    (loss_err, grad_err)
+    checked_errors(
+        &rows.0,
+        &rows.1,
+        n,
+        loss,
+        device,
+        &format!("n={n} {loss:?}"),
+    )
 }
 
 #[test]

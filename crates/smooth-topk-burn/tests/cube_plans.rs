@@ -8,10 +8,7 @@
 mod common;
 
 use burn::tensor::{Device, DeviceKind};
-use common::{
-    adversarial_layouts, errors_against_core, hostile_grid, labels, op_against_core, op_loss,
-    op_loss_and_grad, scores,
-};
+use common::{adversarial_layouts, checked_errors, hostile_grid, labels, op_against_core, scores};
 use proptest::prelude::*;
 use smooth_topk::{AnyLoss, CrossEntropy, SmoothTopkSvm};
 use smooth_topk_burn::{pinned_plan_fallbacks, set_kernel_plan, KernelPlan};
@@ -32,19 +29,10 @@ fn device() -> Device {
     Device::wgpu(DeviceKind::DefaultDevice)
 }
 
-/// The op against the core on one batch: errors within 1e-5, every value finite, and the
-/// forward-only launch giving the fused launch's losses bit for bit. Returns (loss, gradient)
-/// errors.
+/// [`checked_errors`] within 1e-5. Returns (loss, gradient) errors.
 fn check(x: &[f32], y: &[i64], n: usize, loss: AnyLoss, device: &Device, what: &str) -> (f64, f64) {
-    let fused = op_loss_and_grad(x, y, n, loss, device);
-    let (le, ge, non_finite) = errors_against_core(x, y, n, loss, &fused);
-    assert_eq!(non_finite, 0, "{what}: non-finite values");
+    let (le, ge) = checked_errors(x, y, n, loss, device, what);
     assert!(le <= 1e-5 && ge <= 1e-5, "{what}: loss {le:e} grad {ge:e}");
-    assert_eq!(
-        op_loss(x, y, n, loss, device),
-        fused.0,
-        "{what}: forward-only launch"
-    );
     (le, ge)
 }
 

@@ -70,6 +70,27 @@ pub fn errors_against_core(
     errors(n, &got.0, &got.1, &wl, &wg)
 }
 
+/// The fused op on `device` against the core, asserting that every value is finite and that the
+/// forward-only launch gives the fused launch's losses bit for bit: (loss, gradient) errors.
+pub fn checked_errors(
+    scores: &[f32],
+    labels: &[i64],
+    n: usize,
+    loss: AnyLoss,
+    device: &Device,
+    what: &str,
+) -> (f64, f64) {
+    let fused = op_loss_and_grad(scores, labels, n, loss, device);
+    let (loss_err, grad_err, non_finite) = errors_against_core(scores, labels, n, loss, &fused);
+    assert_eq!(non_finite, 0, "{what}: non-finite values");
+    assert_eq!(
+        op_loss(scores, labels, n, loss, device),
+        fused.0,
+        "{what}: forward-only and fused launches agree"
+    );
+    (loss_err, grad_err)
+}
+
 /// The burn op on `device` against the core: [`errors_against_core`] of its results.
 pub fn op_against_core(
     scores: &[f32],
