@@ -10,7 +10,8 @@
 //! `cargo run --release -p smooth-topk-burn --features wgpu --example gpu_check [-- FLAGS]`
 //! Flags: `--quick` (n = 1000 only), `--no-sweep` (timings only), `--no-timing` (accuracy only),
 //! `--targets` (timings at the acceptance shapes only: n in {1000, 10000}), `--warm-up S`
-//! (seconds of GPU work before the timings, default 2), `--plans` (the per-plan timings).
+//! (seconds of GPU work before the timings, default 2), `--plans` (the per-plan timings),
+//! `--cuda` (the first CUDA device instead of wgpu's default adapter; needs feature `cuda`).
 
 use burn::backend::Dispatch;
 use burn::tensor::{Device, DeviceKind, Distribution, Int, Tensor, TensorData};
@@ -228,6 +229,7 @@ fn plans_sweep(device: &Device) -> f64 {
 /// Forward + backward under each pinned launch plan at the acceptance shapes (a plan the device
 /// cannot take for a shape runs as the first plan, two launches, and is marked so).
 fn plan_timings(device: &Device, quick: bool) {
+    let rt = runtime();
     println!("== timing per launch plan (pinned): median ms of fwd+bwd, k = 5 as above, and CE ==");
     println!(
         "{:>7} {:>6} {:>20} {:>12} {:>12}",
@@ -264,7 +266,7 @@ fn plan_timings(device: &Device, quick: bool) {
             };
             println!("{n:>7} {batch:>6} {name:>20} {svm_ms:>12.4} {ce_ms:>12.4}{note}");
             println!(
-                "JSON {{\"impl\":\"smooth-topk-cubecl-plan\",\"plan\":\"{name}\",\"fell_back\":{fell_back},\"n\":{n},\"batch\":{batch},\"svm_forward_backward_ms\":{svm_ms},\"ce_forward_backward_ms\":{ce_ms}}}"
+                "JSON {{\"impl\":\"smooth-topk-cubecl-plan\",\"runtime\":\"{rt}\",\"plan\":\"{name}\",\"fell_back\":{fell_back},\"n\":{n},\"batch\":{batch},\"svm_forward_backward_ms\":{svm_ms},\"ce_forward_backward_ms\":{ce_ms}}}"
             );
         }
     }
@@ -272,12 +274,13 @@ fn plan_timings(device: &Device, quick: bool) {
 }
 
 fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
+    let rt = runtime();
     warm_up(device, warm_up_s);
     // Subtract the floor to compare kernel work across runtimes (PyTorch's floor is printed by
     // torch_ce_bench.py).
     let floor = floor_ms(device, SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into());
     println!("per-call floor (svm fwd+bwd on [1, 10]): {floor:.4} ms");
-    println!("JSON {{\"impl\":\"smooth-topk-cubecl\",\"floor_forward_backward_ms\":{floor}}}");
+    println!("JSON {{\"impl\":\"smooth-topk-cubecl\",\"runtime\":\"{rt}\",\"floor_forward_backward_ms\":{floor}}}");
     println!("== timing: median ms per call (device synchronised), k = 5, tau = 1, alpha = 1, scores ~ N(0, 1) ==");
     println!("   (\"svm ext\": tau = 0.05 on scores ~ N(0, 10^2), where every row takes the extended path)");
     println!(
@@ -315,17 +318,42 @@ fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
                 "{n:>7} {batch:>6} {fwd:>12.4} {svm_both:>14.4} {ce_both:>14.4} {hard_both:>14.4} {ext_both:>14.4}"
             );
             println!(
-                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both},\"hard_forward_backward_ms\":{hard_both},\"svm_extended_forward_backward_ms\":{ext_both}}}"
+                "JSON {{\"impl\":\"smooth-topk-cubecl\",\"runtime\":\"{rt}\",\"n\":{n},\"batch\":{batch},\"svm_forward_ms\":{fwd},\"svm_forward_backward_ms\":{svm_both},\"ce_forward_backward_ms\":{ce_both},\"hard_forward_backward_ms\":{hard_both},\"svm_extended_forward_backward_ms\":{ext_both}}}"
             );
         }
     }
+}
+
+/// The runtime the timings ran on, named in their JSON lines (`scripts/gpu_compare.py` groups
+/// by it).
+static RUNTIME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+fn runtime() -> &'static str {
+    RUNTIME.get().copied().unwrap_or("wgpu")
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device() -> Device {
+    Device::cuda(0)
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device() -> Device {
+    eprintln!("gpu_check: --cuda needs a build with feature cuda (or cuda-nvrtc)");
+    std::process::exit(2)
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let flag = |name: &str| args.iter().any(|a| a == name);
     let quick = flag("--quick");
-    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let (device, runtime) = if flag("--cuda") {
+        (cuda_device(), "cuda")
+    } else {
+        (Device::wgpu(DeviceKind::DefaultDevice), "wgpu")
+    };
+    RUNTIME.set(runtime).expect("set once");
+    println!("runtime: {runtime}");
     let mut worst = 0.0;
     if !flag("--no-sweep") {
         let t = Instant::now();

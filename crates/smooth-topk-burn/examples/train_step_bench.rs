@@ -228,8 +228,13 @@ fn random_labels(rng: &mut StdRng, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(labels, [BATCH]), device)
 }
 
-/// Flex, or the default wgpu adapter when asked for with `--wgpu` (and compiled in).
+/// Flex, or the default wgpu adapter when asked for with `--wgpu`, or the first CUDA device
+/// with `--cuda` (each when compiled in).
 fn device() -> (Device, &'static str) {
+    #[cfg(feature = "cuda")]
+    if std::env::args().any(|a| a == "--cuda") {
+        return (Device::cuda(0).autodiff(), "CUDA (device 0)");
+    }
     #[cfg(feature = "wgpu")]
     if std::env::args().any(|a| a == "--wgpu") {
         let gpu = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
