@@ -6,7 +6,7 @@ use crate::kernel::{hard_topk_svm_kernel, smooth_topk_svm_kernel};
 use burn::backend::cubecl::dtype_to_storage_type;
 use burn::backend::{DType, TensorMetadata};
 use burn::tensor::Shape;
-use burn_cubecl::kernel::into_contiguous;
+use burn_cubecl::kernel::{into_contiguous, untile};
 use burn_cubecl::ops::numeric::empty_device_dtype;
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeBackend, CubeTuneId};
@@ -346,6 +346,22 @@ fn launch_smooth(
     Ok((losses, with_grad.then_some(grad)))
 }
 
+/// The scores as the kernels read them. The kernels index every row through its stride, so a
+/// row-major batch is read where it lies, also when its rows are padded: CUDA allocates 2-D
+/// tensors "pitched" (each row starting at an aligned address), which `into_contiguous` would
+/// copy into a packed buffer on every call, a whole extra read and write of the batch (on the
+/// H200 that copy took more time than the loss itself at n = 10000, batch 4096: BENCHMARKS.md).
+/// Other layouts (transposed, storage-tiled, quantized) are laid out as rows first, so that the
+/// kernels' reads stay coalesced.
+fn rows_in_place(logits: CubeTensor) -> CubeTensor {
+    let logits = untile(logits);
+    if logits.qparams.is_none() && logits.meta.strides()[1] == 1 {
+        logits
+    } else {
+        into_contiguous(logits)
+    }
+}
+
 fn launch(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss, with_grad: bool) -> Outputs {
     let [batch, n] = logits.shape().dims::<2>();
     let k = match loss {
@@ -355,7 +371,7 @@ fn launch(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss, with_grad: boo
     if batch == 0 || n < loss.min_classes() || k > MAX_KERNEL_K {
         return on_host::<CubeBackend>(logits, targets, loss, with_grad);
     }
-    let scores = into_contiguous(logits);
+    let scores = rows_in_place(logits);
     let targets = into_contiguous(targets);
     if let AnyLoss::Hard(hard) = loss {
         return launch_hard(scores, targets, hard, with_grad);

@@ -5,10 +5,14 @@
 
 mod common;
 
+use burn::backend::ops::{FloatTensorOps, IntTensorOps};
+use burn::backend::Dispatch;
+use burn::tensor::{read_sync, Slice};
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
-use common::{adversarial_layouts, checked_errors, hostile_grid, scores};
+use burn_cubecl::{CubeBackend, CubeDevice};
+use common::{adversarial_layouts, checked_errors, errors_against_core, hostile_grid, scores};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
-use smooth_topk_burn::{set_kernel_plan, KernelPlan, SmoothTopkSvmLossConfig};
+use smooth_topk_burn::{set_kernel_plan, KernelPlan, SmoothTopkSvmLossConfig, TopkLossBackend};
 
 /// The wgpu device, with the smooth kernel pinned to its first plan (two launches). Every plan
 /// computes the same values and `tests/cube_plans.rs` checks each one (with the property test
@@ -125,6 +129,78 @@ fn kernel_holds_the_bar_on_adversarial_layouts() {
         let rows = (layout.scores, layout.labels);
         let (le, ge) = check_rows(&device, layout.n, &rows, loss);
         assert!(le <= 1e-5 && ge <= 1e-5, "{}: {le:e} {ge:e}", layout.name);
+    }
+}
+
+/// Batches that are views rather than packed rows, against the core on the rows the view shows,
+/// for the smooth SVM, cross-entropy and the hard SVM:
+/// - padded rows (a window of the first `n` columns of a wider batch, so rows lie `n + 64`
+///   apart, as CUDA lays out its "pitched" 2-D tensors) are read in place: built on the cube
+///   backend itself, since burn's fusion layer packs a sliced tensor before a custom op sees it;
+/// - a transposed batch (through the fusion layer, as users call the op) is laid out as rows
+///   first.
+#[test]
+fn kernels_read_strided_batches() {
+    let device = device();
+    let (batch, n, pad) = (6usize, 300usize, 64usize);
+    let wide = scores(batch * (n + pad), 23, 2.0);
+    let rows: Vec<f32> = wide
+        .chunks(n + pad)
+        .flat_map(|row| row[..n].iter().copied())
+        .collect();
+    let labels: Vec<i64> = (0..batch).map(|b| (b * 41 % n) as i64).collect();
+    let losses: [AnyLoss; 3] = [
+        SmoothTopkSvm::new(5, 1.0, 1.0).unwrap().into(),
+        CrossEntropy.into(),
+        HardTopkSvm::new(3, 1.0).unwrap().into(),
+    ];
+    let check = |what: &str, loss: AnyLoss, got: (Vec<f32>, Vec<f32>)| {
+        let (le, ge, bad) = errors_against_core(&rows, &labels, n, loss, &got);
+        assert!(
+            bad == 0 && le <= 1e-5 && ge <= 1e-5,
+            "{what} {loss:?}: loss {le:e} grad {ge:e}, {bad} non-finite"
+        );
+    };
+    let cube = CubeDevice::Wgpu(Default::default());
+    let read = |t| {
+        read_sync(CubeBackend::float_into_data(t))
+            .unwrap()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let column_major: Vec<f32> = (0..n)
+        .flat_map(|c| rows.iter().skip(c).step_by(n).copied().collect::<Vec<_>>())
+        .collect();
+    for loss in losses {
+        let padded = CubeBackend::float_slice(
+            CubeBackend::float_from_data(TensorData::new(wide.clone(), [batch, n + pad]), &cube),
+            &[Slice::from(0..batch), Slice::from(0..n)],
+        );
+        assert_eq!(padded.meta.strides()[0], n + pad, "the slice is a view");
+        let targets = CubeBackend::int_from_data(TensorData::new(labels.clone(), [batch]), &cube);
+        let (l, g) = CubeBackend::topk_loss_and_grad(padded, targets, loss);
+        check("padded rows", loss, (read(l), read(g)));
+
+        let transposed =
+            Tensor::<2>::from_data(TensorData::new(column_major.clone(), [n, batch]), &device)
+                .transpose();
+        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
+        let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
+            transposed.into_dispatch(),
+            y.into_dispatch(),
+            loss,
+        );
+        let got = (
+            Tensor::<1>::from_dispatch(l)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+            Tensor::<2>::from_dispatch(g)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap(),
+        );
+        check("transposed", loss, got);
     }
 }
 
