@@ -44,7 +44,9 @@ check() { local limit=$1; shift; (cd "$run_dir" && timeout "$limit" /tmp/gpu_che
 # 1. Accuracy on CUDA.
 quick=""
 [ "$mode" = cuda-only ] && quick="--quick"
-check 200 --cuda --no-timing $quick | tee -a "$out/accuracy.txt"
+limit=200
+[ "$mode" = cuda-only ] && limit=90
+check "$limit" --cuda --no-timing $quick | tee -a "$out/accuracy.txt"
 status=${PIPESTATUS[0]}
 echo "[${SECONDS} s] accuracy on CUDA done (exit $status)" | tee -a "$out/accuracy.txt"
 # 2. Round 1 on every shape, rounds 2 and 3 on the acceptance shapes (n = 1000, 10000).
