@@ -6,8 +6,7 @@
 #   bash scripts/build_cuda_offline.sh [EXAMPLE...]   (default: gpu_check train_step_bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-examples=("${@:-gpu_check}")
-[ $# -eq 0 ] && examples=(gpu_check train_step_bench)
+if [ $# -gt 0 ]; then examples=("$@"); else examples=(gpu_check train_step_bench); fi
 saved=$(mktemp)
 cp Cargo.lock "$saved"
 trap 'cp "$saved" Cargo.lock; rm -f "$saved"' EXIT

@@ -25,9 +25,13 @@ cuda=/usr/local/cuda
 [ -d "$cuda" ] || cuda=$(ls -d /usr/local/cuda-* 2>/dev/null | tail -1)
 export CUDA_PATH=$cuda
 export LD_LIBRARY_PATH=$cuda/targets/x86_64-linux/lib:$cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
-mode=${1:-full}
-rounds="1 2 3"
-[ "$mode" = cuda-only ] && rounds="1 2"
+# What the mode changes: rounds, the accuracy step's flags and time limit, round 1's shapes,
+# and whether wgpu, the training step and wgpu's accuracy run at all.
+if [ "${1:-full}" = cuda-only ]; then
+  rounds="1 2"; accuracy_flags="--quick"; accuracy_limit=90; first_shapes="--targets"; full=no
+else
+  rounds="1 2 3"; accuracy_flags=""; accuracy_limit=200; first_shapes=""; full=yes
+fi
 budget=${BUDGET_S:-540}
 left() { echo $((budget - SECONDS)); }
 out=${OUT:-/tmp}
@@ -42,35 +46,29 @@ printf '[autotune.logger]\nfile = "%s/autotune.log"\nlevel = "full"\n' "$run_dir
 # check SECONDS FLAGS...: gpu_check in that folder, stopped after SECONDS.
 check() { local limit=$1; shift; (cd "$run_dir" && timeout "$limit" /tmp/gpu_check "$@") 2>&1; }
 # 1. Accuracy on CUDA.
-quick=""
-[ "$mode" = cuda-only ] && quick="--quick"
-limit=200
-[ "$mode" = cuda-only ] && limit=90
-check "$limit" --cuda --no-timing $quick | tee -a "$out/accuracy.txt"
+check "$accuracy_limit" --cuda --no-timing $accuracy_flags | tee -a "$out/accuracy.txt"
 status=${PIPESTATUS[0]}
 echo "[${SECONDS} s] accuracy on CUDA done (exit $status)" | tee -a "$out/accuracy.txt"
 # 2. Round 1 on every shape, rounds 2 and 3 on the acceptance shapes (n = 1000, 10000).
 for round in $rounds; do
-  if [ "$round" = 1 ]; then shapes=""; warm=15; else shapes="--targets"; warm=2; fi
-  [ "$mode" = cuda-only ] && shapes="--targets"
+  if [ "$round" = 1 ]; then shapes=$first_shapes; warm=15; else shapes="--targets"; warm=2; fi
   [ "$round" = 1 ] || [ "$(left)" -gt 120 ] || break
   f="$out/round$round.txt"
   check 150 --cuda --no-sweep --plans $shapes --warm-up $warm > "$f"
   PYTHONUNBUFFERED=1 timeout 90 python3 scripts/torch_ce_bench.py $shapes >> "$f" 2>&1
-  [ "$mode" = cuda-only ] || check 120 --no-sweep --plans --targets --warm-up 2 >> "$f"
+  [ "$full" = yes ] && check 120 --no-sweep --plans --targets --warm-up 2 >> "$f"
   echo "[${SECONDS} s] round $round done" | tee -a "$f"
 done
 python3 scripts/gpu_compare.py "$out"/round*.txt > "$out/compare.txt"
 grep -v '^JSON' "$out/compare.txt"
-[ "$mode" = cuda-only ] && budget=0
 # 3. A whole training step (small convnet, batch 64, 100 classes), CE against the SVM.
 for rt in cuda wgpu; do
-  if [ "$(left)" -gt 60 ] && [ -x /tmp/train_step_bench ]; then
+  if [ "$full" = yes ] && [ "$(left)" -gt 60 ] && [ -x /tmp/train_step_bench ]; then
     (cd "$run_dir" && timeout "$(left)" /tmp/train_step_bench --$rt) 2>&1 | tee -a "$out/train_step.txt"
   fi
 done
 # 4. Accuracy on wgpu (Vulkan).
-if [ "$(left)" -gt 90 ]; then
+if [ "$full" = yes ] && [ "$(left)" -gt 90 ]; then
   check "$(left)" --no-timing > "$out/accuracy_wgpu.txt" || status=1
   grep -E "max error|took" "$out/accuracy_wgpu.txt" | tail -8
 fi

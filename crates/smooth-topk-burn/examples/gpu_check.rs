@@ -228,8 +228,7 @@ fn plans_sweep(device: &Device) -> f64 {
 
 /// Forward + backward under each pinned launch plan at the acceptance shapes (a plan the device
 /// cannot take for a shape runs as the first plan, two launches, and is marked so).
-fn plan_timings(device: &Device, quick: bool) {
-    let rt = runtime();
+fn plan_timings(device: &Device, rt: &str, quick: bool) {
     println!("== timing per launch plan (pinned): median ms of fwd+bwd, k = 5 as above, and CE ==");
     println!(
         "{:>7} {:>6} {:>20} {:>12} {:>12}",
@@ -273,8 +272,7 @@ fn plan_timings(device: &Device, quick: bool) {
     set_kernel_plan(None);
 }
 
-fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
-    let rt = runtime();
+fn timings(device: &Device, rt: &str, quick: bool, targets_only: bool, warm_up_s: f64) {
     warm_up(device, warm_up_s);
     // Subtract the floor to compare kernel work across runtimes (PyTorch's floor is printed by
     // torch_ce_bench.py).
@@ -324,14 +322,6 @@ fn timings(device: &Device, quick: bool, targets_only: bool, warm_up_s: f64) {
     }
 }
 
-/// The runtime the timings ran on, named in their JSON lines (`scripts/gpu_compare.py` groups
-/// by it).
-static RUNTIME: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-
-fn runtime() -> &'static str {
-    RUNTIME.get().copied().unwrap_or("wgpu")
-}
-
 #[cfg(feature = "cuda")]
 fn cuda_device() -> Device {
     Device::cuda(0)
@@ -352,7 +342,7 @@ fn main() {
     } else {
         (Device::wgpu(DeviceKind::DefaultDevice), "wgpu")
     };
-    RUNTIME.set(runtime).expect("set once");
+    // Named in the timings' JSON lines: `scripts/gpu_compare.py` groups by it.
     println!("runtime: {runtime}");
     let mut worst = 0.0;
     if !flag("--no-sweep") {
@@ -367,9 +357,9 @@ fn main() {
             .and_then(|i| args.get(i + 1))
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(2.0);
-        timings(&device, quick, flag("--targets"), warm_up_s);
+        timings(&device, runtime, quick, flag("--targets"), warm_up_s);
         if flag("--plans") {
-            plan_timings(&device, quick);
+            plan_timings(&device, runtime, quick);
         }
     }
     if worst > 1e-5 {

@@ -6,11 +6,13 @@
 mod common;
 
 use burn::backend::ops::{FloatTensorOps, IntTensorOps};
-use burn::backend::Dispatch;
 use burn::tensor::{read_sync, Slice};
 use burn::tensor::{Device, DeviceKind, Int, Tensor, TensorData};
 use burn_cubecl::{CubeBackend, CubeDevice};
-use common::{adversarial_layouts, checked_errors, errors_against_core, hostile_grid, scores};
+use common::{
+    adversarial_layouts, checked_errors, errors_against_core, hostile_grid, op_loss_and_grad_of,
+    scores,
+};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
 use smooth_topk_burn::{set_kernel_plan, KernelPlan, SmoothTopkSvmLossConfig, TopkLossBackend};
 
@@ -169,7 +171,7 @@ fn kernels_read_strided_batches() {
             .unwrap()
     };
     let column_major: Vec<f32> = (0..n)
-        .flat_map(|c| rows.iter().skip(c).step_by(n).copied().collect::<Vec<_>>())
+        .flat_map(|c| rows.iter().skip(c).step_by(n).copied())
         .collect();
     for loss in losses {
         let padded = CubeBackend::float_slice(
@@ -184,22 +186,7 @@ fn kernels_read_strided_batches() {
         let transposed =
             Tensor::<2>::from_data(TensorData::new(column_major.clone(), [n, batch]), &device)
                 .transpose();
-        let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
-        let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
-            transposed.into_dispatch(),
-            y.into_dispatch(),
-            loss,
-        );
-        let got = (
-            Tensor::<1>::from_dispatch(l)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-            Tensor::<2>::from_dispatch(g)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap(),
-        );
+        let got = op_loss_and_grad_of(transposed, &labels, loss, &device);
         check("transposed", loss, got);
     }
 }

@@ -18,7 +18,17 @@ pub fn op_loss_and_grad(
 ) -> (Vec<f32>, Vec<f32>) {
     let batch = labels.len();
     let x = Tensor::<2>::from_data(TensorData::new(scores.to_vec(), [batch, n]), device);
-    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [batch]), device);
+    op_loss_and_grad_of(x, labels, loss, device)
+}
+
+/// [`op_loss_and_grad`] of a batch already on `device`, in whatever layout it has.
+pub fn op_loss_and_grad_of(
+    x: Tensor<2>,
+    labels: &[i64],
+    loss: AnyLoss,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels.to_vec(), [labels.len()]), device);
     let (l, g) = <Dispatch as TopkLossBackend>::topk_loss_and_grad(
         x.into_dispatch(),
         y.into_dispatch(),
