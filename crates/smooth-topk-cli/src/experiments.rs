@@ -1,16 +1,21 @@
-//! `train`, `eval` and `reproduce`: flags to a `smooth_topk_train` configuration, then the
-//! library runs it and this prints the outcome.
+//! `train`, `eval`, `reproduce`, `train-bench` and `loader-bench`: flags to a
+//! `smooth_topk_train` configuration, then the library runs it and this prints the outcome.
 
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
+use smooth_topk_data::{Loader, LoaderConfig};
 use smooth_topk_train::eval::{evaluate_checkpoint, EvalRequest, Split};
+use smooth_topk_train::loader_bench::{self, LoaderBench};
 use smooth_topk_train::progress::Console;
-use smooth_topk_train::reproduce::{markdown, run_grid, Experiment, Grid};
+use smooth_topk_train::reproduce::{markdown, run_grid, Experiment, Grid, Level, RunInfo};
 use smooth_topk_train::step_bench::{self, parameter_count, StepBench};
 use smooth_topk_train::{
-    BackendKind, DataSource, Grouping, LossKind, ModelKind, Observer, TrainConfig,
+    BackendKind, DataCache, DataSource, Grouping, LossKind, ModelKind, Observer, Protocol, Start,
+    TrainConfig,
 };
+
+use crate::output::say;
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DataName {
@@ -34,18 +39,40 @@ fn source(data: DataName, dir: &Option<PathBuf>) -> Result<DataSource, String> {
     })
 }
 
-/// Flags shared by `train` and `reproduce`; anything left out takes the paper's default for
-/// the data (see `TrainConfig::defaults`).
+/// How images are read (no effect on results).
 #[derive(Args, Clone)]
-#[group(id = "run_flags", multiple = true)]
+pub struct LoaderArgs {
+    /// Threads that decode and transform images (default: one per core).
+    #[arg(long, default_value_t = 0)]
+    loader_threads: usize,
+    /// Batches prepared ahead of the training step.
+    #[arg(long, default_value_t = 2)]
+    prefetch: usize,
+}
+
+impl LoaderArgs {
+    fn loader(&self, skip_unreadable: bool) -> Result<Loader, String> {
+        Loader::new(&LoaderConfig {
+            threads: self.loader_threads,
+            prefetch: self.prefetch,
+            skip_unreadable,
+        })
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Flags shared by `train` and `reproduce`; anything left out takes the protocol's value.
+#[derive(Args, Clone, Default)]
 pub struct RunArgs {
-    #[arg(long, value_enum, default_value = "synthetic")]
-    data: DataName,
+    /// Data source (default: the protocol's own; the built-in data for the quick and CPU
+    /// protocols).
+    #[arg(long, value_enum)]
+    data: Option<DataName>,
     /// Directory of the CIFAR-100 binaries or of the image folder.
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[arg(long, value_enum)]
-    model: Option<ModelArg>,
+    model: Option<ModelKind>,
     /// Top-k SVM's k (also the largest k reported).
     #[arg(long)]
     k: Option<usize>,
@@ -59,7 +86,7 @@ pub struct RunArgs {
     epochs: Option<usize>,
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Initial learning rate.
+    /// Initial learning rate (with --resume: a new rate from the next epoch on).
     #[arg(long)]
     lr: Option<f64>,
     /// Epochs (1-based) from which the learning rate is multiplied by --lr-decay again,
@@ -72,7 +99,7 @@ pub struct RunArgs {
     momentum: Option<f64>,
     #[arg(long)]
     weight_decay: Option<f64>,
-    /// Training images (balanced per class); default all (synthetic: 10000).
+    /// Training images (balanced per class); default all (synthetic: the protocol's).
     #[arg(long)]
     train_size: Option<usize>,
     /// Validation images held out of the training data (clean labels).
@@ -81,90 +108,69 @@ pub struct RunArgs {
     /// Test images (synthetic data only).
     #[arg(long)]
     test_size: Option<usize>,
-    /// Side of the stored images of an image folder (decoded and resized once).
+    /// Side of the images of an image folder as read (shorter side resized, centre cropped).
     #[arg(long)]
     image_size: Option<usize>,
     /// Side of the network input (random crops in training).
     #[arg(long)]
     crop: Option<usize>,
     /// Label-noise grouping: consecutive indices (the reference) or the coarse labels.
-    #[arg(long, value_enum, default_value = "consecutive")]
-    noise_grouping: GroupingArg,
+    #[arg(long, value_enum)]
+    noise_grouping: Option<Grouping>,
     /// No random crop and flip in training.
     #[arg(long)]
     no_augment: bool,
     /// Evaluate the final checkpoints on ten crops.
     #[arg(long)]
     ten_crop: bool,
+    /// Leave out (and count) unreadable images instead of stopping.
+    #[arg(long)]
+    skip_unreadable: bool,
     /// Seed of the dataset itself (synthetic images, validation split, subsets).
-    #[arg(long, default_value_t = 0)]
-    data_seed: u64,
-    #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModelArg {
-    Convnet,
-    Densenet40,
-    Resnet18,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum GroupingArg {
-    Consecutive,
-    Coarse,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum BackendArg {
-    /// burn's Flex CPU backend.
-    Cpu,
-    /// wgpu (needs a build with --features wgpu).
-    Wgpu,
-    /// CUDA (needs a build with --features cuda).
-    Cuda,
-}
-
-fn model_kind(m: ModelArg) -> ModelKind {
-    match m {
-        ModelArg::Convnet => ModelKind::Convnet,
-        ModelArg::Densenet40 => ModelKind::Densenet40,
-        ModelArg::Resnet18 => ModelKind::Resnet18,
-    }
-}
-
-fn backend_kind(b: BackendArg) -> BackendKind {
-    match b {
-        BackendArg::Cpu => BackendKind::Cpu,
-        BackendArg::Wgpu => BackendKind::Wgpu,
-        BackendArg::Cuda => BackendKind::Cuda,
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LossArg {
-    Ce,
-    Svm,
-    HardSvm,
-}
-
-impl From<LossArg> for LossKind {
-    fn from(l: LossArg) -> Self {
-        match l {
-            LossArg::Ce => LossKind::Ce,
-            LossArg::Svm => LossKind::Svm,
-            LossArg::HardSvm => LossKind::HardSvm,
-        }
-    }
+    #[arg(long)]
+    data_seed: Option<u64>,
+    #[arg(long, value_enum)]
+    backend: Option<BackendKind>,
+    /// Device indices of the backend to train on, data-parallel, e.g. 0,1,2,3.
+    #[arg(long, value_delimiter = ',')]
+    devices: Option<Vec<usize>>,
+    /// Stop after this many optimisation steps (benchmarks, smoke tests).
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Evaluate the test split after every epoch (default: the protocol's choice).
+    #[arg(long)]
+    test_every_epoch: Option<bool>,
 }
 
 impl RunArgs {
-    /// The configuration for `loss`: the data's defaults, then every flag given.
-    fn config(&self, loss: LossKind, noise: f64, seed: u64) -> Result<TrainConfig, String> {
-        let mut c = TrainConfig::defaults(source(self.data, &self.data_dir)?, loss);
+    /// The configuration for `loss` under `protocol` (or the data source's own protocol): the
+    /// protocol's values, then every flag given.
+    fn config(
+        &self,
+        protocol: Option<Protocol>,
+        loss: LossKind,
+        noise: f64,
+        seed: u64,
+    ) -> Result<TrainConfig, String> {
+        let data = match (self.data, protocol.and_then(Protocol::builtin_data)) {
+            (Some(d), _) => source(d, &self.data_dir)?,
+            (None, Some(builtin)) if self.data_dir.is_none() => builtin,
+            (None, _) => match protocol {
+                Some(Protocol::ImagenetSubsets) => source(DataName::Folder, &self.data_dir)?,
+                Some(Protocol::Cifar100Noise) => source(DataName::Cifar100, &self.data_dir)?,
+                _ => match &self.data_dir {
+                    Some(_) => {
+                        return Err("--data-dir needs --data cifar100 or --data folder".into())
+                    }
+                    None => DataSource::Synthetic,
+                },
+            },
+        };
+        let protocol = protocol.unwrap_or_else(|| Protocol::for_source(&data));
+        let is_folder = matches!(data, DataSource::Folder { .. });
+        let mut c = protocol.config(data, loss);
         if let Some(m) = self.model {
-            c.model = model_kind(m);
+            c.model = m;
         }
         let set = |target: &mut usize, v: Option<usize>| *target = v.unwrap_or(*target);
         let setf = |target: &mut f64, v: Option<f64>| *target = v.unwrap_or(*target);
@@ -188,63 +194,160 @@ impl RunArgs {
             c.data.valid_size = self.valid_size;
         }
         set(&mut c.data.test_size, self.test_size);
-        if self.image_size.is_some() && self.data != DataName::Folder {
+        if self.image_size.is_some() && !is_folder {
             return Err("--image-size applies to --data folder only (the others are 32x32)".into());
         }
         set(&mut c.data.image_size, self.image_size);
         // A smaller --image-size alone shrinks the default crop with it.
         c.data.crop = self.crop.unwrap_or(c.data.crop.min(c.data.image_size));
         c.data.noise = noise;
-        c.data.noise_grouping = match self.noise_grouping {
-            GroupingArg::Consecutive => Grouping::Consecutive,
-            GroupingArg::Coarse => Grouping::Coarse,
-        };
-        c.data.augment = !self.no_augment;
+        if let Some(g) = self.noise_grouping {
+            c.data.noise_grouping = g;
+        }
+        c.data.augment &= !self.no_augment;
         c.data.ten_crop |= self.ten_crop;
-        c.data.data_seed = self.data_seed;
+        c.data.skip_unreadable |= self.skip_unreadable;
+        if let Some(s) = self.data_seed {
+            c.data.data_seed = s;
+        }
         c.seed = seed;
-        c.backend = backend_kind(self.backend);
+        if let Some(b) = self.backend {
+            c.backend = b;
+        }
+        if let Some(d) = &self.devices {
+            c.devices = d.clone();
+        }
+        if self.max_steps.is_some() {
+            c.max_steps = self.max_steps;
+        }
+        if let Some(t) = self.test_every_epoch {
+            c.test_every_epoch = t;
+        }
         c.validate().map_err(|e| e.to_string())?;
         Ok(c)
+    }
+
+    /// The flags given, other than `--lr` (which `--resume` accepts).
+    fn given_besides_lr(&self) -> Vec<&'static str> {
+        let flags = [
+            ("--data", self.data.is_some()),
+            ("--data-dir", self.data_dir.is_some()),
+            ("--model", self.model.is_some()),
+            ("--k", self.k.is_some()),
+            ("--tau", self.tau.is_some()),
+            ("--alpha", self.alpha.is_some()),
+            ("--epochs", self.epochs.is_some()),
+            ("--batch-size", self.batch_size.is_some()),
+            ("--lr-schedule", self.lr_schedule.is_some()),
+            ("--lr-decay", self.lr_decay.is_some()),
+            ("--momentum", self.momentum.is_some()),
+            ("--weight-decay", self.weight_decay.is_some()),
+            ("--train-size", self.train_size.is_some()),
+            ("--valid-size", self.valid_size.is_some()),
+            ("--test-size", self.test_size.is_some()),
+            ("--image-size", self.image_size.is_some()),
+            ("--crop", self.crop.is_some()),
+            ("--noise-grouping", self.noise_grouping.is_some()),
+            ("--no-augment", self.no_augment),
+            ("--ten-crop", self.ten_crop),
+            ("--skip-unreadable", self.skip_unreadable),
+            ("--data-seed", self.data_seed.is_some()),
+            ("--backend", self.backend.is_some()),
+            ("--devices", self.devices.is_some()),
+            ("--max-steps", self.max_steps.is_some()),
+            ("--test-every-epoch", self.test_every_epoch.is_some()),
+        ];
+        flags
+            .into_iter()
+            .filter(|&(_, given)| given)
+            .map(|(name, _)| name)
+            .collect()
     }
 }
 
 #[derive(Args)]
 pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "svm")]
-    loss: LossArg,
+    loss: LossKind,
     /// Label-noise probability on the training labels.
     #[arg(long, default_value_t = 0.0)]
     noise: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The preset the flags start from (default: the data source's own: quick for the built-in
+    /// data, cifar100-noise for CIFAR-100, imagenet-subsets for folders).
+    #[arg(long, value_enum)]
+    protocol: Option<Protocol>,
     /// Output directory: config, metrics (CSV, JSON), results, plots, checkpoints.
     #[arg(long, default_value = "runs/train")]
     out: PathBuf,
-    /// Continue the run saved in this directory, with its saved configuration (no other
-    /// flags).
-    #[arg(long, conflicts_with_all = ["out", "loss", "noise", "seed", "run_flags"])]
+    /// Continue the run saved in this directory with its saved configuration; only --lr may
+    /// be given with it (a new learning rate from the next epoch on, e.g. after a divergence).
+    #[arg(long, conflicts_with_all = ["out", "loss", "noise", "seed", "protocol"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    loader: LoaderArgs,
 }
 
 pub fn train(args: &TrainArgs) -> Result<(), String> {
     let mut console = Console::new("");
-    let (config, out) = match &args.resume {
-        // The library reads the saved configuration itself.
-        Some(dir) => (None, dir.clone()),
+    let (start_config, out) = match &args.resume {
+        Some(dir) => {
+            if let Some(flag) = args.run.given_besides_lr().first() {
+                return Err(format!(
+                    "--resume continues a run with its own settings: only --lr may be given \
+                     with it, not {flag}"
+                ));
+            }
+            (None, dir.clone())
+        }
         None => (
-            Some(args.run.config(args.loss.into(), args.noise, args.seed)?),
+            Some(
+                args.run
+                    .config(args.protocol, args.loss, args.noise, args.seed)?,
+            ),
             args.out.clone(),
         ),
     };
-    smooth_topk_train::train(config.as_ref(), &out, &mut console).map_err(|e| e.to_string())?;
-    println!(
+    let start = match &start_config {
+        Some(config) => Start::New(config),
+        None => Start::Resume { lr: args.run.lr },
+    };
+    // Reading images skips unreadable ones only when the run says so; a resumed run's
+    // configuration is read by the library, so its loader skips if its data config asks.
+    let skip = match &start_config {
+        Some(config) => config.data.skip_unreadable,
+        None => smooth_topk_train::checkpoint::read_config(&out)
+            .map(|c| c.data.skip_unreadable)
+            .unwrap_or(false),
+    };
+    let loader = args.loader.loader(skip)?;
+    smooth_topk_train::train(
+        start,
+        &out,
+        &loader,
+        &mut DataCache::default(),
+        &mut console,
+    )
+    .map_err(|e| e.to_string())?;
+    console.line(&format!(
         "wrote {0}/results.json, {0}/metrics.csv, {0}/accuracy.png, {0}/loss.png",
         out.display()
-    );
-    Ok(())
+    ));
+    finished_output(&mut console, &out)
+}
+
+/// A run whose console output failed still finished: say so, with the error.
+fn finished_output(console: &mut Console, out: &std::path::Path) -> Result<(), String> {
+    match console.take_error() {
+        Some(e) => Err(format!(
+            "cannot write to standard output ({e}); the run finished and its files are in {}",
+            out.display()
+        )),
+        None => Ok(()),
+    }
 }
 
 #[derive(Args)]
@@ -258,157 +361,251 @@ pub struct EvalArgs {
     #[arg(long)]
     data_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "test")]
-    split: SplitArg,
+    split: Split,
     /// Report top-1 .. top-k.
     #[arg(long, default_value_t = 5)]
     k: usize,
     #[arg(long)]
     ten_crop: bool,
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
+    backend: BackendKind,
+    /// Leave out (and count) unreadable images instead of stopping.
+    #[arg(long)]
+    skip_unreadable: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SplitArg {
-    Train,
-    Valid,
-    Test,
+    #[command(flatten)]
+    loader: LoaderArgs,
 }
 
 pub fn eval(args: &EvalArgs) -> Result<(), String> {
     let request = EvalRequest {
         source: args.data.map(|d| source(d, &args.data_dir)).transpose()?,
-        split: match args.split {
-            SplitArg::Train => Split::Train,
-            SplitArg::Valid => Split::Valid,
-            SplitArg::Test => Split::Test,
-        },
+        split: args.split,
         k: args.k,
         ten_crop: args.ten_crop,
-        backend: backend_kind(args.backend),
+        backend: args.backend,
     };
-    let result = evaluate_checkpoint(&args.checkpoint, &request).map_err(|e| e.to_string())?;
+    let loader = args.loader.loader(args.skip_unreadable)?;
+    let result =
+        evaluate_checkpoint(&args.checkpoint, &request, &loader).map_err(|e| e.to_string())?;
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string(&result).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!(
-            "{} (epoch {}), {:?} split, {} images{}: loss {:.4}",
-            result.checkpoint,
-            result.epoch,
-            result.split,
-            result.images,
-            if result.ten_crop { ", ten crops" } else { "" },
-            result.metrics.loss
-        );
-        for (j, a) in result.metrics.accuracy.iter().enumerate() {
-            println!("top-{:<3} {a:6.2}%", j + 1);
-        }
+        return say(&serde_json::to_string(&result).map_err(|e| e.to_string())?);
+    }
+    say(&format!(
+        "{} (epoch {}), {:?} split, {} images{}: loss {:.4}",
+        result.checkpoint,
+        result.epoch,
+        result.split,
+        result.images,
+        if result.ten_crop { ", ten crops" } else { "" },
+        result.metrics.loss
+    ))?;
+    for (j, a) in result.metrics.accuracy.iter().enumerate() {
+        say(&format!("top-{:<3} {a:6.2}%", j + 1))?;
     }
     Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExperimentArg {
-    /// Table 1: noise 0, 0.2, 0.4, 0.6, 0.8 x {CE, L_{5,1}}.
+    /// Table 1: label noise 0, 0.2, 0.4, 0.6, 0.8 x {CE, smooth SVM}.
     Cifar100Noise,
-    /// Table 2: training-set sizes x {CE, L_{5,0.1}}.
+    /// Table 2: training-set sizes x {CE, smooth SVM}.
     ImagenetSubsets,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scale {
+    /// The paper's protocol (DenseNet 40-40 / ResNet-18, 300 / 120 epochs): GPUs and the real
+    /// data (--data-dir).
+    Paper,
+    /// The same question on the built-in data in under 45 minutes on 2 cores.
+    Cpu,
 }
 
 #[derive(Args)]
 pub struct ReproduceArgs {
     #[arg(value_enum)]
     experiment: ExperimentArg,
-    /// A short version that runs in under 30 minutes on 2 cores on the built-in data
-    /// (fewer epochs and images; one seed).
-    #[arg(long)]
-    quick: bool,
-    /// Seeds of each cell, e.g. 0,1,2.
-    #[arg(long, value_delimiter = ',')]
-    seeds: Option<Vec<u64>>,
+    /// The paper's full protocol (needs --data-dir), or its CPU-scale analogue on the built-in
+    /// data.
+    #[arg(long, value_enum, default_value = "paper")]
+    scale: Scale,
+    /// Seeds of each cell.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// Losses compared.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "ce,svm")]
+    losses: Vec<LossKind>,
     /// Noise levels (cifar100-noise), e.g. 0,0.2,0.4,0.6,0.8.
     #[arg(long, value_delimiter = ',')]
     noise_levels: Option<Vec<f64>>,
-    /// Training-set sizes (imagenet-subsets), e.g. 64000,128000.
+    /// Training-set sizes (imagenet-subsets), e.g. 64000,128000,all.
     #[arg(long, value_delimiter = ',')]
-    train_sizes: Option<Vec<usize>>,
+    train_sizes: Option<Vec<String>>,
+    /// Learning rates tried per loss and level, chosen on the validation split; `none` keeps
+    /// the protocol's rates (the default at paper scale).
+    #[arg(long, value_delimiter = ',')]
+    lr_grid: Option<Vec<String>>,
+    /// Label noise of the training-size grid (default none).
+    #[arg(long, default_value_t = 0.0)]
+    noise: f64,
     #[arg(long, default_value = "runs/reproduce")]
     out: PathBuf,
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    loader: LoaderArgs,
 }
 
-/// Scale of `--quick` on the built-in data: 10 runs of about 1.5 minutes on 2 cores.
-const QUICK_EPOCHS: usize = 10;
-const QUICK_MILESTONES: [usize; 2] = [6, 9];
-const QUICK_TRAIN_SIZE: usize = 10_000;
+fn parse_sizes(sizes: &[String]) -> Result<Vec<Level>, String> {
+    sizes
+        .iter()
+        .map(|s| match s.as_str() {
+            "all" => Ok(Level::TrainSize(None)),
+            n => n
+                .parse::<usize>()
+                .map(|n| Level::TrainSize(Some(n)))
+                .map_err(|_| format!("--train-sizes: {s:?} is neither a count nor `all`")),
+        })
+        .collect()
+}
+
+fn parse_lr_grid(values: &[String]) -> Result<Vec<f64>, String> {
+    if values == ["none"] {
+        return Ok(Vec::new());
+    }
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<f64>()
+                .ok()
+                .filter(|lr| lr.is_finite() && *lr > 0.0)
+                .ok_or_else(|| format!("--lr-grid: {v:?} is not a positive learning rate"))
+        })
+        .collect()
+}
 
 pub fn reproduce(args: &ReproduceArgs) -> Result<(), String> {
-    let mut run = args.run.clone();
-    if args.quick {
-        run.epochs = run.epochs.or(Some(QUICK_EPOCHS));
-        run.lr_schedule = run.lr_schedule.or(Some(QUICK_MILESTONES.to_vec()));
-    }
-    let seeds = args.seeds.clone().unwrap_or(vec![0]);
-    let (experiment, values, svm_tau) = match args.experiment {
-        ExperimentArg::Cifar100Noise => (
-            Experiment::Cifar100Noise,
-            args.noise_levels
-                .clone()
-                .unwrap_or(vec![0.0, 0.2, 0.4, 0.6, 0.8]),
-            1.0,
-        ),
-        ExperimentArg::ImagenetSubsets => {
-            let default = if run.data == DataName::Synthetic {
-                vec![2000, 5000, 10_000, 20_000]
-            } else {
-                vec![64_000, 128_000, 320_000, 640_000]
-            };
-            let sizes = args.train_sizes.clone().unwrap_or(default);
-            (
-                Experiment::ImagenetSubsets,
-                sizes.into_iter().map(|s| s as f64).collect(),
-                0.1,
-            )
+    let (experiment, protocol) = match (args.experiment, args.scale) {
+        (ExperimentArg::Cifar100Noise, Scale::Paper) => {
+            (Experiment::Cifar100Noise, Protocol::Cifar100Noise)
+        }
+        (ExperimentArg::Cifar100Noise, Scale::Cpu) => {
+            (Experiment::Cifar100Noise, Protocol::CpuNoise)
+        }
+        (ExperimentArg::ImagenetSubsets, Scale::Paper) => {
+            (Experiment::ImagenetSubsets, Protocol::ImagenetSubsets)
+        }
+        (ExperimentArg::ImagenetSubsets, Scale::Cpu) => {
+            (Experiment::ImagenetSubsets, Protocol::CpuSize)
         }
     };
-    if args.quick && run.train_size.is_none() && experiment == Experiment::Cifar100Noise {
-        run.train_size = Some(QUICK_TRAIN_SIZE);
+    if args.scale == Scale::Paper && args.run.data_dir.is_none() && args.run.data.is_none() {
+        return Err(format!(
+            "the paper-scale {} needs its data: --data-dir D ({}); for the built-in CPU-scale \
+             version use --scale cpu",
+            protocol.name(),
+            match experiment {
+                Experiment::Cifar100Noise => "the CIFAR-100 binaries",
+                Experiment::ImagenetSubsets => "an image folder with train/ and val/",
+            }
+        ));
     }
-    run.tau = run.tau.or(Some(svm_tau));
-    let configs = [LossKind::Ce, LossKind::Svm]
-        .into_iter()
-        .map(|loss| run.config(loss, 0.0, 0))
+    let levels = match experiment {
+        Experiment::Cifar100Noise => args
+            .noise_levels
+            .clone()
+            .unwrap_or(vec![0.0, 0.2, 0.4, 0.6, 0.8])
+            .into_iter()
+            .map(Level::Noise)
+            .collect(),
+        Experiment::ImagenetSubsets => match &args.train_sizes {
+            Some(sizes) => parse_sizes(sizes)?,
+            None if args.scale == Scale::Cpu => {
+                parse_sizes(&["500", "1000", "2000", "4000"].map(String::from))?
+            }
+            None => parse_sizes(&["64000", "128000", "320000", "640000", "all"].map(String::from))?,
+        },
+    };
+    let lr_grid = match &args.lr_grid {
+        Some(values) => parse_lr_grid(values)?,
+        None => protocol.lr_grid(),
+    };
+    if args.losses.is_empty() {
+        return Err("--losses: at least one loss".into());
+    }
+    let noise = match experiment {
+        Experiment::Cifar100Noise => 0.0,
+        Experiment::ImagenetSubsets => args.noise,
+    };
+    let configs = args
+        .losses
+        .iter()
+        .map(|&loss| args.run.config(Some(protocol), loss, noise, 0))
         .collect::<Result<Vec<_>, _>>()?;
     let grid = Grid {
         experiment,
-        values,
+        protocol,
+        levels,
         configs,
-        seeds,
+        seeds: args.seeds.clone(),
+        lr_grid,
     };
-    let rows = run_grid(&grid, &args.out, |cell| -> Box<dyn Observer> {
-        Box::new(Console::new(cell))
-    })
+    let loader = args
+        .loader
+        .loader(grid.configs.iter().any(|c| c.data.skip_unreadable))?;
+    let mut console = Console::new("");
+    let summary = serde_json::to_string(&grid.configs[0]).map_err(|e| e.to_string())?;
+    console.line(&format!(
+        "{} grid, protocol {}: {} levels x {} losses x {} seeds{}; first configuration: {summary}",
+        experiment_name(experiment),
+        protocol.name(),
+        grid.levels.len(),
+        grid.configs.len(),
+        grid.seeds.len(),
+        if grid.lr_grid.is_empty() {
+            String::new()
+        } else {
+            format!(", learning rate chosen from {:?}", grid.lr_grid)
+        }
+    ));
+    let info = RunInfo {
+        command: std::iter::once("smooth-topk".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    let results = run_grid(
+        &grid,
+        &args.out,
+        &loader,
+        &info,
+        |cell| -> Box<dyn Observer> { Box::new(Console::new(cell)) },
+        &mut |message| console.line(message),
+    )
     .map_err(|e| e.to_string())?;
-    let k = grid.configs[0].report_k;
-    println!("\n{}", markdown(&grid, &rows, k));
-    println!(
-        "wrote {0}/table.md, {0}/table.csv, {0}/topk.png",
+    console.line(&format!("\n{}", markdown(&results)));
+    console.line(&format!(
+        "wrote {0}/report.md, {0}/table.md, {0}/table.csv, {0}/topk.png, {0}/top1.png",
         args.out.display()
-    );
-    Ok(())
+    ));
+    finished_output(&mut console, &args.out)
+}
+
+fn experiment_name(e: Experiment) -> &'static str {
+    match e {
+        Experiment::Cifar100Noise => "noise",
+        Experiment::ImagenetSubsets => "training-set size",
+    }
 }
 
 #[derive(Args)]
 pub struct TrainBenchArgs {
     #[arg(long, value_enum, default_value = "densenet40")]
-    model: ModelArg,
+    model: ModelKind,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     #[arg(long, default_value_t = 100)]
@@ -422,41 +619,108 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value_t = 5)]
     steps: usize,
     #[arg(long, value_enum, default_value = "cpu")]
-    backend: BackendArg,
+    backend: BackendKind,
+    /// Device indices to train on, data-parallel.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    devices: Vec<usize>,
 }
 
 pub fn train_bench(args: &TrainBenchArgs) -> Result<(), String> {
-    let model = model_kind(args.model);
     let bench = StepBench {
-        model,
+        model: args.model,
         batch_size: args.batch_size,
         classes: args.classes,
         image_side: args.image_size,
         warmup: args.warmup,
         steps: args.steps,
-        backend: backend_kind(args.backend),
+        backend: args.backend,
+        devices: args.devices.clone(),
     };
     bench.validate().map_err(|e| e.to_string())?;
-    println!(
-        "{} ({} parameters), batch {} of {}x{} images, {} classes, {:?} backend: median of {} steps",
-        model.name(),
-        parameter_count(model, args.classes, args.image_size),
+    say(&format!(
+        "{} ({} parameters), batch {} of {}x{} images, {} classes, {:?} backend, devices {:?}: \
+         median of {} steps",
+        args.model.name(),
+        parameter_count(args.model, args.classes, args.image_size),
         args.batch_size,
         args.image_size,
         args.image_size,
         args.classes,
         bench.backend,
+        bench.devices,
         args.steps
-    );
+    ))?;
     let timings = step_bench::run(&bench).map_err(|e| e.to_string())?;
     for t in &timings {
-        println!(
+        say(&format!(
             "{:<26} {:>9.1} ms/step {:>9.1} images/s",
             t.loss, t.median_ms, t.images_per_s
-        );
+        ))?;
     }
     if let [ce, svm] = &timings[..] {
-        println!("svm / ce step time: {:.3}", svm.median_ms / ce.median_ms);
+        say(&format!(
+            "svm / ce step time: {:.3}",
+            svm.median_ms / ce.median_ms
+        ))?;
+    }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LoaderBenchArgs {
+    /// An image folder (train/<class>/...).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Side the images are read at (shorter side resized, centre cropped).
+    #[arg(long, default_value_t = 256)]
+    image_size: usize,
+    /// Side of the random crop.
+    #[arg(long, default_value_t = 224)]
+    crop: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Images read per thread count.
+    #[arg(long, default_value_t = 2048)]
+    images: usize,
+    /// Thread counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    threads: Vec<usize>,
+    /// Images per second a training step consumes, to size the loader against (ResNet-18 on
+    /// one GPU: about 3000).
+    #[arg(long, default_value_t = 3000.0)]
+    target: f64,
+}
+
+pub fn loader_bench(args: &LoaderBenchArgs) -> Result<(), String> {
+    let bench = LoaderBench {
+        dir: args.data_dir.clone(),
+        image_size: args.image_size,
+        crop: args.crop,
+        batch_size: args.batch_size,
+        images: args.images,
+        threads: args.threads.clone(),
+    };
+    say(&format!(
+        "decode + resize to {0}x{0} + random crop {1} + flip + normalise, {2} images of {3} per \
+         thread count",
+        args.image_size,
+        args.crop,
+        args.images,
+        args.data_dir.display()
+    ))?;
+    let rows = loader_bench::run(&bench).map_err(|e| e.to_string())?;
+    for r in &rows {
+        say(&format!(
+            "{:>3} threads: {:>8.1} images/s ({:>7.1} per thread)",
+            r.threads, r.images_per_s, r.per_thread
+        ))?;
+    }
+    if let Some(best) = rows.iter().map(|r| r.per_thread).reduce(f64::max) {
+        say(&format!(
+            "to feed {} images/s: about {:.0} cores at the best per-thread rate measured",
+            args.target,
+            (args.target / best).ceil()
+        ))?;
     }
     Ok(())
 }

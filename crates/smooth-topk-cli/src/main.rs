@@ -8,6 +8,7 @@ mod bench;
 mod experiments;
 mod input;
 mod losses;
+mod output;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use input::{read_samples, InputFormat, Sample};
@@ -88,6 +89,9 @@ enum Command {
     Reproduce(experiments::ReproduceArgs),
     /// Training-step throughput (images/s) with CE and with the smooth SVM, e.g. DenseNet 40-40.
     TrainBench(experiments::TrainBenchArgs),
+    /// Image-loader throughput (decode, resize, crop, flip, normalise) on a folder, per thread
+    /// count.
+    LoaderBench(experiments::LoaderBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => experiments::eval(&args),
         Command::Reproduce(args) => experiments::reproduce(&args),
         Command::TrainBench(args) => experiments::train_bench(&args),
+        Command::LoaderBench(args) => experiments::loader_bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -237,18 +242,14 @@ fn run_metrics(samples: &[Sample], max_k: usize, json: bool) -> Result<(), Strin
             .collect(),
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&report).map_err(|e| e.to_string())?
-        );
-    } else {
-        println!("{total} samples (ties count against the label)");
-        for line in &report.topk {
-            println!(
-                "top-{:<3} {:>8.4}  ({}/{})",
-                line.k, line.accuracy, line.correct, total
-            );
-        }
+        return output::say(&serde_json::to_string(&report).map_err(|e| e.to_string())?);
+    }
+    output::say(&format!("{total} samples (ties count against the label)"))?;
+    for line in &report.topk {
+        output::say(&format!(
+            "top-{:<3} {:>8.4}  ({}/{})",
+            line.k, line.accuracy, line.correct, total
+        ))?;
     }
     Ok(())
 }

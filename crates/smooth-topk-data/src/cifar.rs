@@ -6,8 +6,9 @@
 //! copied into [`ImageDataset`] unchanged.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::{split_validation, DataError, ImageDataset, Splits};
+use crate::{split_validation, split_validation_indices, DataError, ImageDataset, Split, Splits};
 
 /// Bytes per CIFAR-100 record: two label bytes and a 3x32x32 image.
 pub const CIFAR100_RECORD_LEN: usize = 2 + CIFAR_IMAGE_LEN;
@@ -16,16 +17,19 @@ const CIFAR100_FINE_CLASSES: usize = 100;
 const CIFAR100_COARSE_CLASSES: usize = 20;
 
 /// Reads one CIFAR-100 binary file (`train.bin` or `test.bin`): 100 classes, coarse labels set.
+///
+/// The file is read once and its records are compacted in place into the image buffer, so the
+/// peak memory is the file's size.
 pub fn read_cifar100_file(path: &Path) -> Result<ImageDataset, DataError> {
     let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-    parse_cifar100(&bytes, path)
+    parse_cifar100(bytes, path)
 }
 
-fn parse_cifar100(bytes: &[u8], path: &Path) -> Result<ImageDataset, DataError> {
+fn parse_cifar100(mut bytes: Vec<u8>, path: &Path) -> Result<ImageDataset, DataError> {
     if bytes.is_empty() {
         return Err(DataError::EmptyFile { path: path.into() });
     }
-    if bytes.len() % CIFAR100_RECORD_LEN != 0 {
+    if !bytes.len().is_multiple_of(CIFAR100_RECORD_LEN) {
         return Err(DataError::Truncated {
             path: path.into(),
             len: bytes.len(),
@@ -34,10 +38,9 @@ fn parse_cifar100(bytes: &[u8], path: &Path) -> Result<ImageDataset, DataError> 
         });
     }
     let count = bytes.len() / CIFAR100_RECORD_LEN;
-    let mut images = Vec::with_capacity(count * CIFAR_IMAGE_LEN);
     let mut labels = Vec::with_capacity(count);
     let mut coarse_labels = Vec::with_capacity(count);
-    for (record, chunk) in bytes.chunks_exact(CIFAR100_RECORD_LEN).enumerate() {
+    for record in 0..count {
         let offset = record * CIFAR100_RECORD_LEN;
         let check = |kind, value: u8, offset, classes: usize| {
             if usize::from(value) < classes {
@@ -53,12 +56,29 @@ fn parse_cifar100(bytes: &[u8], path: &Path) -> Result<ImageDataset, DataError> 
                 })
             }
         };
-        coarse_labels.push(check("coarse", chunk[0], offset, CIFAR100_COARSE_CLASSES)?);
-        labels.push(check("fine", chunk[1], offset + 1, CIFAR100_FINE_CLASSES)?);
-        images.extend_from_slice(&chunk[2..]);
+        coarse_labels.push(check(
+            "coarse",
+            bytes[offset],
+            offset,
+            CIFAR100_COARSE_CLASSES,
+        )?);
+        labels.push(check(
+            "fine",
+            bytes[offset + 1],
+            offset + 1,
+            CIFAR100_FINE_CLASSES,
+        )?);
+        // Image `record` moves to its place in the image buffer; the destination never
+        // overtakes the records still to be read.
+        bytes.copy_within(
+            offset + 2..offset + CIFAR100_RECORD_LEN,
+            record * CIFAR_IMAGE_LEN,
+        );
     }
+    bytes.truncate(count * CIFAR_IMAGE_LEN);
+    bytes.shrink_to_fit();
     Ok(ImageDataset {
-        images,
+        images: bytes,
         labels,
         coarse_labels: Some(coarse_labels),
         num_classes: CIFAR100_FINE_CLASSES,
@@ -82,6 +102,27 @@ pub fn load_cifar100(dir: &Path, valid_size: usize, seed: u64) -> Result<Splits,
     Ok(Splits { train, valid, test })
 }
 
+/// The training and validation splits of [`load_cifar100`] as views of one buffer holding
+/// `train.bin`'s images (nothing is copied): `(train, valid)`.
+pub fn cifar100_train_valid(
+    dir: &Path,
+    valid_size: usize,
+    seed: u64,
+) -> Result<(Split, Split), DataError> {
+    let data = Arc::new(read_cifar100_file(&cifar100_dir(dir).join("train.bin"))?);
+    let (train, valid) =
+        split_validation_indices(&data.labels, data.num_classes, valid_size, seed)?;
+    let whole = Split::whole(data)?;
+    Ok((whole.select(&train), whole.select(&valid)))
+}
+
+/// The test split of [`load_cifar100`] (`test.bin` alone).
+pub fn cifar100_test(dir: &Path) -> Result<Split, DataError> {
+    Split::whole(Arc::new(read_cifar100_file(
+        &cifar100_dir(dir).join("test.bin"),
+    )?))
+}
+
 /// `dir` itself unless only the archive's subdirectory holds the files; then errors name the
 /// paths the caller gave.
 fn cifar100_dir(dir: &Path) -> PathBuf {
@@ -103,11 +144,11 @@ mod tests {
         let mut record = vec![0u8; CIFAR100_RECORD_LEN];
         record[0] = 19;
         record[1] = 99;
-        let data = parse_cifar100(&record, Path::new("x.bin")).unwrap();
+        let data = parse_cifar100(record.clone(), Path::new("x.bin")).unwrap();
         assert_eq!((data.labels[0], data.coarse_labels.unwrap()[0]), (99, 19));
 
         record[0] = 20;
-        let err = parse_cifar100(&record, Path::new("x.bin")).unwrap_err();
+        let err = parse_cifar100(record.clone(), Path::new("x.bin")).unwrap_err();
         assert!(matches!(
             err,
             DataError::LabelOutOfRange {
@@ -118,7 +159,7 @@ mod tests {
         ));
         record[0] = 0;
         record[1] = 100;
-        let err = parse_cifar100(&record, Path::new("x.bin")).unwrap_err();
+        let err = parse_cifar100(record.clone(), Path::new("x.bin")).unwrap_err();
         assert!(matches!(
             err,
             DataError::LabelOutOfRange {

@@ -23,6 +23,24 @@ pub struct ImageDataset {
     pub width: usize,
 }
 
+/// Which split of an experiment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SplitName {
+    Train,
+    Valid,
+    Test,
+}
+
+impl SplitName {
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Valid => "valid",
+            SplitName::Test => "test",
+        }
+    }
+}
+
 /// The three splits of an experiment.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Splits {
@@ -108,28 +126,57 @@ impl ImageDataset {
     /// Only the first three channels are reported. An empty dataset gives mean 0 and standard
     /// deviation 1, the identity normalisation, so that a caller never divides by zero.
     pub fn channel_stats(&self) -> ([f32; 3], [f32; 3]) {
-        let plane = self.height * self.width;
-        // Integer sums are exact (50k CIFAR images give sums of squares near 2^41), so the
-        // result does not depend on summation order.
-        let mut sum = [0u64; 3];
-        let mut sum_sq = [0u64; 3];
+        let mut sums = PixelSums::default();
         for image in self.images.chunks_exact(self.image_len().max(1)) {
-            for (c, channel) in image.chunks_exact(plane.max(1)).take(3).enumerate() {
-                for &v in channel {
-                    sum[c] += u64::from(v);
-                    sum_sq[c] += u64::from(v) * u64::from(v);
-                }
+            sums.add_image(image, self.height * self.width);
+        }
+        sums.stats()
+    }
+}
+
+/// Exact per-channel sums of pixel values and their squares: integer sums do not depend on the
+/// order in which images are added (50k CIFAR images give sums of squares near 2^41).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PixelSums {
+    sum: [u64; 3],
+    sum_sq: [u64; 3],
+    /// Pixels per channel.
+    count: u64,
+}
+
+impl PixelSums {
+    /// Adds the first three channel planes (`plane` bytes each) of a CHW image.
+    pub(crate) fn add_image(&mut self, image: &[u8], plane: usize) {
+        for (c, channel) in image.chunks_exact(plane.max(1)).take(3).enumerate() {
+            for &v in channel {
+                self.sum[c] += u64::from(v);
+                self.sum_sq[c] += u64::from(v) * u64::from(v);
             }
         }
-        let count = (self.len() * plane) as f64;
-        if count == 0.0 {
+        self.count += plane as u64;
+    }
+
+    pub(crate) fn merge(mut self, other: PixelSums) -> PixelSums {
+        for c in 0..3 {
+            self.sum[c] += other.sum[c];
+            self.sum_sq[c] += other.sum_sq[c];
+        }
+        self.count += other.count;
+        self
+    }
+
+    /// Mean and standard deviation of `pixel / 255`; mean 0 and deviation 1 (the identity) when
+    /// nothing was added.
+    pub(crate) fn stats(&self) -> ([f32; 3], [f32; 3]) {
+        if self.count == 0 {
             return ([0.0; 3], [1.0; 3]);
         }
+        let count = self.count as f64;
         let mut mean = [0.0f32; 3];
         let mut std = [0.0f32; 3];
         for c in 0..3 {
-            let m = sum[c] as f64 / count;
-            let var = (sum_sq[c] as f64 / count - m * m).max(0.0);
+            let m = self.sum[c] as f64 / count;
+            let var = (self.sum_sq[c] as f64 / count - m * m).max(0.0);
             mean[c] = (m / 255.0) as f32;
             std[c] = (var.sqrt() / 255.0) as f32;
         }
@@ -153,10 +200,10 @@ pub(crate) fn check_labels(labels: &[u16], num_classes: usize) -> Result<(), Dat
 }
 
 /// Indices of the images of each class, in dataset order.
-fn indices_by_class(data: &ImageDataset) -> Result<Vec<Vec<usize>>, DataError> {
-    check_labels(&data.labels, data.num_classes)?;
-    let mut by_class = vec![Vec::new(); data.num_classes];
-    for (i, &label) in data.labels.iter().enumerate() {
+fn indices_by_class(labels: &[u16], num_classes: usize) -> Result<Vec<Vec<usize>>, DataError> {
+    check_labels(labels, num_classes)?;
+    let mut by_class = vec![Vec::new(); num_classes];
+    for (i, &label) in labels.iter().enumerate() {
         by_class[usize::from(label)].push(i);
     }
     Ok(by_class)
@@ -177,19 +224,32 @@ pub fn split_validation(
     valid_size: usize,
     seed: u64,
 ) -> Result<(ImageDataset, ImageDataset), DataError> {
-    if valid_size >= data.len() {
+    let (train, valid) =
+        split_validation_indices(&data.labels, data.num_classes, valid_size, seed)?;
+    Ok((data.subset(&train), data.subset(&valid)))
+}
+
+/// [`split_validation`] as index lists into `labels` (`(train, valid)`, each in increasing
+/// order), for callers that keep the images where they are.
+pub fn split_validation_indices(
+    labels: &[u16],
+    num_classes: usize,
+    valid_size: usize,
+    seed: u64,
+) -> Result<(Vec<usize>, Vec<usize>), DataError> {
+    if valid_size >= labels.len() {
         return Err(DataError::ValidationTooLarge {
             valid_size,
-            len: data.len(),
+            len: labels.len(),
         });
     }
-    let by_class = indices_by_class(data)?;
+    let by_class = indices_by_class(labels, num_classes)?;
     let mut rng = StdRng::seed_from_u64(seed);
-    let per_class = valid_size / data.num_classes.max(1);
-    let stratified = valid_size % data.num_classes.max(1) == 0
+    let per_class = valid_size / num_classes.max(1);
+    let stratified = valid_size.is_multiple_of(num_classes.max(1))
         && by_class.iter().all(|indices| indices.len() > per_class);
 
-    let mut in_valid = vec![false; data.len()];
+    let mut in_valid = vec![false; labels.len()];
     if stratified {
         for mut indices in by_class {
             indices.shuffle(&mut rng);
@@ -198,14 +258,14 @@ pub fn split_validation(
             }
         }
     } else {
-        let mut indices: Vec<usize> = (0..data.len()).collect();
+        let mut indices: Vec<usize> = (0..labels.len()).collect();
         indices.shuffle(&mut rng);
         for &i in &indices[..valid_size] {
             in_valid[i] = true;
         }
     }
-    let (valid, train): (Vec<usize>, Vec<usize>) = (0..data.len()).partition(|&i| in_valid[i]);
-    Ok((data.subset(&train), data.subset(&valid)))
+    let (valid, train): (Vec<usize>, Vec<usize>) = (0..labels.len()).partition(|&i| in_valid[i]);
+    Ok((train, valid))
 }
 
 /// Balanced per-class subset of `per_class` images of every class, chosen by a seeded shuffle
@@ -219,6 +279,17 @@ pub fn balanced_subset(
     per_class: usize,
     seed: u64,
 ) -> Result<ImageDataset, DataError> {
+    let chosen = balanced_subset_indices(&data.labels, data.num_classes, per_class, seed)?;
+    Ok(data.subset(&chosen))
+}
+
+/// [`balanced_subset`] as an index list into `labels`.
+pub fn balanced_subset_indices(
+    labels: &[u16],
+    num_classes: usize,
+    per_class: usize,
+    seed: u64,
+) -> Result<Vec<usize>, DataError> {
     if per_class == 0 {
         return Err(DataError::InvalidConfig {
             name: "per_class",
@@ -227,8 +298,11 @@ pub fn balanced_subset(
         });
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut chosen = Vec::with_capacity(per_class * data.num_classes);
-    for (class, mut indices) in indices_by_class(data)?.into_iter().enumerate() {
+    let mut chosen = Vec::with_capacity(per_class.saturating_mul(num_classes).min(labels.len()));
+    for (class, mut indices) in indices_by_class(labels, num_classes)?
+        .into_iter()
+        .enumerate()
+    {
         if indices.len() < per_class {
             return Err(DataError::NotEnoughImages {
                 class: class.to_string(),
@@ -241,7 +315,7 @@ pub fn balanced_subset(
         picked.sort_unstable();
         chosen.extend(picked);
     }
-    Ok(data.subset(&chosen))
+    Ok(chosen)
 }
 
 #[cfg(test)]

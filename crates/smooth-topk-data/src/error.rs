@@ -50,11 +50,36 @@ pub enum DataError {
     #[error("{}: cannot decode image: {message}", path.display())]
     Decode { path: PathBuf, message: String },
 
+    #[error(
+        "{}: the image is {width}x{height}, larger than the {max}x{max} pixels (and {max_mb} MB \
+         decoded) this loader accepts",
+        path.display()
+    )]
+    ImageTooLarge {
+        path: PathBuf,
+        width: u64,
+        height: u64,
+        max: u32,
+        max_mb: u64,
+    },
+
     #[error("{}: no class subdirectories", path.display())]
     NoClasses { path: PathBuf },
 
     #[error("{}: class directory holds no .jpg, .jpeg or .png file", path.display())]
     EmptyClass { path: PathBuf },
+
+    #[error(
+        "{}: class directories {first:?} and {second:?} have the same name once converted to \
+         UTF-8 ({name:?}); rename one",
+        path.display()
+    )]
+    DuplicateClassName {
+        path: PathBuf,
+        first: std::ffi::OsString,
+        second: std::ffi::OsString,
+        name: String,
+    },
 
     #[error("{}: class {class:?} does not exist in the training set", path.display())]
     UnknownClass { path: PathBuf, class: String },
@@ -93,6 +118,15 @@ pub enum DataError {
         label: u16,
         num_classes: usize,
     },
+
+    #[error("index {index} is out of range for {len} images")]
+    IndexOutOfRange { index: usize, len: usize },
+
+    #[error("every image of a batch was unreadable and skipped (last: {last})")]
+    AllSkipped { last: String },
+
+    #[error("cannot start the loader's threads: {0}")]
+    Threads(String),
 
     #[error("{what} has length {got}, expected {expected}")]
     LengthMismatch {

@@ -39,17 +39,37 @@ pub fn apply_label_noise(
     group_size: usize,
     seed: u64,
 ) -> Result<Vec<u16>, DataError> {
+    noisy_labels(
+        &data.labels,
+        data.coarse_labels.as_deref(),
+        data.num_classes,
+        p,
+        grouping,
+        group_size,
+        seed,
+    )
+}
+
+/// [`apply_label_noise`] on labels alone (with the coarse labels when the grouping needs them).
+pub fn noisy_labels(
+    labels: &[u16],
+    coarse_labels: Option<&[u16]>,
+    num_classes: usize,
+    p: f64,
+    grouping: NoiseGrouping,
+    group_size: usize,
+    seed: u64,
+) -> Result<Vec<u16>, DataError> {
     if !(0.0..=1.0).contains(&p) {
         return Err(DataError::InvalidProbability(p));
     }
-    check_labels(&data.labels, data.num_classes)?;
+    check_labels(labels, num_classes)?;
     let groups = match grouping {
-        NoiseGrouping::Consecutive => consecutive_groups(data.num_classes, group_size)?,
-        NoiseGrouping::Coarse => coarse_groups(data)?,
+        NoiseGrouping::Consecutive => consecutive_groups(num_classes, group_size)?,
+        NoiseGrouping::Coarse => coarse_groups(labels, coarse_labels, num_classes)?,
     };
     let mut rng = StdRng::seed_from_u64(seed);
-    Ok(data
-        .labels
+    Ok(labels
         .iter()
         .map(|&label| {
             let group = &groups[usize::from(label)];
@@ -66,7 +86,7 @@ pub fn apply_label_noise(
 
 /// The group (list of classes) of every class: `y - y % size .. y - y % size + size`.
 fn consecutive_groups(num_classes: usize, group_size: usize) -> Result<Vec<Vec<u16>>, DataError> {
-    if group_size == 0 || num_classes % group_size != 0 {
+    if group_size == 0 || !num_classes.is_multiple_of(group_size) {
         return Err(DataError::GroupSizeMismatch {
             num_classes,
             group_size,
@@ -80,21 +100,22 @@ fn consecutive_groups(num_classes: usize, group_size: usize) -> Result<Vec<Vec<u
         .collect())
 }
 
-/// The group of every class seen in `data`: all fine classes with the same coarse label.
-fn coarse_groups(data: &ImageDataset) -> Result<Vec<Vec<u16>>, DataError> {
-    let coarse = data
-        .coarse_labels
-        .as_ref()
-        .ok_or(DataError::MissingCoarseLabels)?;
-    if coarse.len() != data.len() {
+/// The group of every class seen in `labels`: all fine classes with the same coarse label.
+fn coarse_groups(
+    labels: &[u16],
+    coarse: Option<&[u16]>,
+    num_classes: usize,
+) -> Result<Vec<Vec<u16>>, DataError> {
+    let coarse = coarse.ok_or(DataError::MissingCoarseLabels)?;
+    if coarse.len() != labels.len() {
         return Err(DataError::LengthMismatch {
             what: "coarse_labels",
             got: coarse.len(),
-            expected: data.len(),
+            expected: labels.len(),
         });
     }
-    let mut coarse_of_class: Vec<Option<u16>> = vec![None; data.num_classes];
-    for (&fine, &coarse) in data.labels.iter().zip(coarse) {
+    let mut coarse_of_class: Vec<Option<u16>> = vec![None; num_classes];
+    for (&fine, &coarse) in labels.iter().zip(coarse) {
         match coarse_of_class[usize::from(fine)] {
             None => coarse_of_class[usize::from(fine)] = Some(coarse),
             Some(first) if first != coarse => {
@@ -111,7 +132,7 @@ fn coarse_groups(data: &ImageDataset) -> Result<Vec<Vec<u16>>, DataError> {
     Ok(coarse_of_class
         .iter()
         .map(|&own| {
-            (0..data.num_classes)
+            (0..num_classes)
                 .filter(|&c| own.is_some() && coarse_of_class[c] == own)
                 .map(|c| c as u16)
                 .collect()

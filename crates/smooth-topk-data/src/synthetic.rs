@@ -42,7 +42,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use rayon::prelude::*;
 
-use crate::{DataError, ImageDataset, Splits};
+use crate::{mix_seed, DataError, ImageDataset, SplitName, Splits};
 
 /// Side of the square images.
 pub const SYNTHETIC_SIZE: usize = 32;
@@ -108,6 +108,31 @@ const NOISE: f32 = 20.0;
 ///
 /// Errors if a size is zero or the number of classes does not fit the `u16` labels.
 pub fn generate(config: &SyntheticConfig) -> Result<Splits, DataError> {
+    check(config)?;
+    let patterns = Patterns::new(config);
+    let split = |name| patterns.draw_split(config, name);
+    Ok(Splits {
+        train: split(SplitName::Train),
+        valid: split(SplitName::Valid),
+        test: split(SplitName::Test),
+    })
+}
+
+/// One split of [`generate`]'s output, generated alone (its images are the same as there: every
+/// image has its own random stream).
+pub fn generate_split(
+    config: &SyntheticConfig,
+    split: SplitName,
+) -> Result<ImageDataset, DataError> {
+    check(config)?;
+    Ok(Patterns::new(config).draw_split(config, split))
+}
+
+/// Images of one synthetic split at most (a guard against sizes that cannot be meant: 5M
+/// images are 15 GB).
+const MAX_SPLIT_IMAGES: usize = 5_000_000;
+
+fn check(config: &SyntheticConfig) -> Result<(), DataError> {
     let sizes = [
         ("groups", config.groups),
         ("classes_per_group", config.classes_per_group),
@@ -136,24 +161,15 @@ pub fn generate(config: &SyntheticConfig) -> Result<Splits, DataError> {
         .train_per_class
         .max(config.valid_per_class)
         .max(config.test_per_class);
-    let bytes = num_classes
-        .checked_mul(largest_split)
-        .and_then(|images| images.checked_mul(IMAGE_LEN))
-        .filter(|&bytes| bytes <= isize::MAX as usize);
-    if bytes.is_none() {
+    let images = num_classes.saturating_mul(largest_split);
+    if images > MAX_SPLIT_IMAGES {
         return Err(DataError::InvalidConfig {
-            name: "images per class",
-            value: largest_split,
-            reason: "the split would not fit in memory",
+            name: "images per split",
+            value: images,
+            reason: "the synthetic generator makes at most 5000000 images per split (15 GB)",
         });
     }
-    let patterns = Patterns::new(config);
-    let split = |tag, per_class| patterns.draw_split(config, tag, per_class);
-    Ok(Splits {
-        train: split(0, config.train_per_class),
-        valid: split(1, config.valid_per_class),
-        test: split(2, config.test_per_class),
-    })
+    Ok(())
 }
 
 /// A colour sinusoid: `colour[c] * cos(2 pi (fy y + fx x) / 32 + phase)` in channel `c`.
@@ -252,8 +268,13 @@ impl Patterns {
         Patterns { templates, details }
     }
 
-    /// `per_class` images of every class; split `tag` selects independent random streams.
-    fn draw_split(&self, config: &SyntheticConfig, tag: u64, per_class: usize) -> ImageDataset {
+    /// The images of `split`, `per_class` of every class; each split has its own random streams.
+    fn draw_split(&self, config: &SyntheticConfig, split: SplitName) -> ImageDataset {
+        let (tag, per_class) = match split {
+            SplitName::Train => (0, config.train_per_class),
+            SplitName::Valid => (1, config.valid_per_class),
+            SplitName::Test => (2, config.test_per_class),
+        };
         let num_classes = self.details.len();
         let mut images = vec![0u8; num_classes * per_class * IMAGE_LEN];
         images
@@ -264,7 +285,7 @@ impl Patterns {
                 |clean, (i, out)| {
                     let (class, index) = (i / per_class, i % per_class);
                     let stream = [config.seed, tag, class as u64, index as u64];
-                    let mut rng = StdRng::seed_from_u64(mix(&stream));
+                    let mut rng = StdRng::seed_from_u64(mix_seed(&stream));
                     self.draw_image(config.classes_per_group, class, &mut rng, clean, out);
                 },
             );
@@ -340,17 +361,4 @@ impl Patterns {
             *value = pixel.round() as u8;
         }
     }
-}
-
-/// SplitMix64 over the words: a well-mixed seed for each image's stream.
-fn mix(words: &[u64]) -> u64 {
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    for &word in words {
-        state = state.wrapping_add(word).wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        state = z ^ (z >> 31);
-    }
-    state
 }

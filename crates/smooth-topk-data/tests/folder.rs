@@ -199,3 +199,22 @@ fn structural_problems_are_reported() {
     assert_eq!(splits.test.labels, [1]);
     assert!(splits.valid.is_empty());
 }
+
+#[cfg(unix)]
+#[test]
+fn class_names_that_collide_once_converted_are_refused() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for raw in [&b"bird\xff"[..], &b"bird\xfe"[..]] {
+        let class = root.join("train").join(std::ffi::OsStr::from_bytes(raw));
+        save(&solid(8, 8, [1; 3]), &class.join("a.png"));
+    }
+    save(&solid(8, 8, [1; 3]), &root.join("val/x/a.png"));
+    let err = load_image_folder(root, &config(None, 0)).unwrap_err();
+    assert!(
+        matches!(err, DataError::DuplicateClassName { ref name, .. } if name == "bird\u{fffd}"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("rename one"), "{err}");
+}

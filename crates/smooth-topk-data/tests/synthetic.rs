@@ -1,7 +1,9 @@
 //! The synthetic dataset: shapes, determinism, and a nearest-class-mean sanity check that the
 //! group is easier than the class.
 
-use smooth_topk_data::{generate, DataError, ImageDataset, SyntheticConfig};
+use smooth_topk_data::{
+    generate, generate_split, DataError, ImageDataset, SplitName, SyntheticConfig,
+};
 
 fn small(seed: u64) -> SyntheticConfig {
     SyntheticConfig {
@@ -39,6 +41,9 @@ fn splits_have_the_configured_sizes_and_balanced_labels() {
 fn generation_is_deterministic_and_splits_are_distinct_draws() {
     let splits = generate(&small(7)).unwrap();
     assert_eq!(generate(&small(7)).unwrap(), splits);
+    // One split alone is the same as in the whole set.
+    let test = generate_split(&small(7), SplitName::Test).unwrap();
+    assert_eq!(test, splits.test);
     assert_ne!(
         generate(&small(8)).unwrap().train.images,
         splits.train.images
@@ -108,7 +113,23 @@ fn invalid_sizes_are_rejected() {
         ..small(0)
     })
     .unwrap_err();
-    assert!(err.to_string().contains("would not fit in memory"), "{err}");
+    assert!(err.to_string().contains("at most 5000000 images"), "{err}");
+    // The largest split allowed, one image short of too many.
+    let err = generate(&SyntheticConfig {
+        groups: 1,
+        classes_per_group: 2,
+        train_per_class: 2_500_001,
+        ..small(0)
+    })
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        DataError::InvalidConfig {
+            name: "images per split",
+            value: 5_000_002,
+            ..
+        }
+    ));
 }
 
 /// Top-1, top-5 and group accuracy of the nearest class mean (raw pixels, squared distance).

@@ -10,7 +10,16 @@
 //! holds a complete checkpoint, and [`recover`] finds the newest. The state names the
 //! selections the epoch improved; they are copied from the checkpoint to `best-*` only after
 //! the swap (each again through a temporary directory), and [`recover`] redoes that copy, so a
-//! `best-*` directory never runs ahead of or behind the state that names its epoch.
+//! `best-*` directory never runs ahead of or behind the state that names its epoch. Every file
+//! is flushed to disk (`fsync`) before the rename that publishes it, and the directory after, so
+//! that a power loss leaves the same choices as a kill. [`recover`] also rewrites
+//! `metrics.csv` and `metrics.json` from the state, which a kill between the swap and their
+//! rewrite would leave one epoch behind.
+//!
+//! One run at a time writes a directory: [`RunLock`] holds an exclusive lock on `OUT/lock` for
+//! the whole run, and a second `train` (or `--resume`) on the same directory is refused. Names
+//! read back from the state (the selections in `improved`) are checked against the two the run
+//! can produce, so a tampered `state.json` cannot make the run touch a path outside `OUT`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -32,6 +41,7 @@ const MODEL: &str = "model.bpk";
 const OPTIMIZER: &str = "optimizer.bpk";
 const STATE: &str = "state.json";
 const META: &str = "meta.json";
+const LOCK: &str = "lock";
 
 /// A selected epoch and its validation value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -54,10 +64,16 @@ pub struct RunState {
     pub improved: Vec<String>,
     /// Training and per-epoch evaluation time so far, over all sessions.
     pub seconds: f64,
+    /// Optimisation steps taken so far.
+    #[serde(default)]
+    pub steps_done: usize,
+    /// The configuration the run was checkpointed with (`config.json` must still say it).
+    #[serde(default)]
+    pub config: Option<TrainConfig>,
 }
 
 impl RunState {
-    pub fn new(view: View, classes: usize) -> Self {
+    pub fn new(view: View, classes: usize, config: &TrainConfig) -> Self {
         Self {
             epochs_done: 0,
             history: Vec::new(),
@@ -67,6 +83,8 @@ impl RunState {
             classes,
             improved: Vec::new(),
             seconds: 0.0,
+            steps_done: 0,
+            config: Some(config.clone()),
         }
     }
 
@@ -95,7 +113,47 @@ impl RunState {
         }
         self.epochs_done = metrics.epoch;
         self.seconds += metrics.seconds;
+        self.steps_done += metrics.steps;
         self.history.push(metrics.clone());
+    }
+}
+
+/// An exclusive lock on a run directory, held until dropped.
+pub struct RunLock {
+    _file: fs::File,
+}
+
+impl RunLock {
+    /// Creates `out` if needed and locks it; errors if another process holds the lock.
+    pub fn acquire(out: &Path) -> Result<Self, TrainError> {
+        create_dir(out)?;
+        let path = out.join(LOCK);
+        let mut file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| TrainError::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                return Err(TrainError::InvalidConfig(format!(
+                    "{} is being written by another run{} (one run per directory)",
+                    out.display(),
+                    match holder.trim() {
+                        "" => String::new(),
+                        pid => format!(" (process {pid})"),
+                    }
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(TrainError::io(&path, e)),
+        }
+        use std::io::Write;
+        file.set_len(0).map_err(|e| TrainError::io(&path, e))?;
+        write!(file, "{}", std::process::id()).map_err(|e| TrainError::io(&path, e))?;
+        Ok(RunLock { _file: file })
     }
 }
 
@@ -108,15 +166,24 @@ pub struct ModelMeta {
     pub epoch: usize,
 }
 
-/// Creates `out` and writes `config.json`; refuses a directory that already holds a run.
-pub fn prepare_run_dir(out: &Path, config: &TrainConfig) -> Result<(), TrainError> {
+/// Writes `config.json` into the locked, empty run directory; refuses one that already holds
+/// a run.
+pub fn prepare_run_dir(
+    out: &Path,
+    config: &TrainConfig,
+    _lock: &RunLock,
+) -> Result<(), TrainError> {
     if out.join(CONFIG).exists() {
         return Err(TrainError::InvalidConfig(format!(
             "--out {} already holds a run (use --resume {0} to continue it, or another --out)",
             out.display()
         )));
     }
-    create_dir(out)?;
+    write_json(&out.join(CONFIG), config)
+}
+
+/// Rewrites `config.json` (a resumed run with a new learning rate).
+pub fn write_config(out: &Path, config: &TrainConfig, _lock: &RunLock) -> Result<(), TrainError> {
     write_json(&out.join(CONFIG), config)
 }
 
@@ -131,7 +198,11 @@ fn slot(out: &Path, suffix: &str) -> PathBuf {
 /// Brings a killed run's directory back to a consistent state and returns the state of its
 /// last finished epoch; `None` if it was killed before its first checkpoint (it then starts
 /// over). See the module docs for why one of the three slots is always complete.
-pub fn recover(out: &Path, config: &TrainConfig) -> Result<Option<RunState>, TrainError> {
+pub fn recover(
+    out: &Path,
+    config: &TrainConfig,
+    _lock: &RunLock,
+) -> Result<Option<RunState>, TrainError> {
     let dest = slot(out, "");
     if !dest.join(STATE).exists() {
         // Killed inside the swap: the new checkpoint (complete once its state exists) or the
@@ -146,13 +217,121 @@ pub fn recover(out: &Path, config: &TrainConfig) -> Result<Option<RunState>, Tra
                     fs::remove_dir_all(&dest).map_err(|e| TrainError::io(&dest, e))?;
                 }
                 fs::rename(&dir, &dest).map_err(|e| TrainError::io(&dir, e))?;
+                sync_dir(out)?;
             }
             None => return Ok(None),
         }
     }
+    // Leftovers of an interrupted swap or promotion.
+    for leftover in [slot(out, ".tmp"), slot(out, ".old")] {
+        if leftover.exists() {
+            fs::remove_dir_all(&leftover).map_err(|e| TrainError::io(&leftover, e))?;
+        }
+    }
     let state: RunState = read_json(&dest.join(STATE))?;
+    check_state(out, config, &state)?;
     promote(out, config, &state)?;
+    crate::report::write_history(out, config, &state.history)?;
     Ok(Some(state))
+}
+
+/// The selections a run of `config` can name (`top1`, `top<k>`).
+fn selections(config: &TrainConfig) -> [String; 2] {
+    [selection(1), selection(config.report_k)]
+}
+
+/// Refuses a state that `config` cannot have produced: a selection name it does not make (a
+/// path such as `x/../../victim` among them), an epoch beyond the configured ones, accuracies
+/// of another k, or a configuration other than the checkpointed one.
+fn check_state(out: &Path, config: &TrainConfig, state: &RunState) -> Result<(), TrainError> {
+    if let Some(saved) = &state.config {
+        // A new rate given on resuming is written to config.json before the next checkpoint.
+        let (mut a, mut b) = (saved.clone(), config.clone());
+        a.lr_restarts.clear();
+        b.lr_restarts.clear();
+        let differing = differing_fields(&a, &b);
+        if !differing.is_empty() {
+            return Err(TrainError::InvalidConfig(format!(
+                "{} differs from the configuration the run was checkpointed with ({}): a run \
+                 continues with its own settings (only --lr may change on resuming)",
+                out.join(CONFIG).display(),
+                differing.join(", ")
+            )));
+        }
+    }
+    let path = slot(out, "").join(STATE);
+    let known = selections(config);
+    if let Some(bad) = state.improved.iter().find(|w| !known.contains(w)) {
+        return Err(TrainError::record(
+            &path,
+            format!(
+                "unknown selection {bad:?} (expected {} or {})",
+                known[0], known[1]
+            ),
+        ));
+    }
+    if state.epochs_done > config.epochs || state.history.len() != state.epochs_done {
+        return Err(TrainError::record(
+            &path,
+            format!(
+                "{} epochs done with {} in the history, of {} configured",
+                state.epochs_done,
+                state.history.len(),
+                config.epochs
+            ),
+        ));
+    }
+    if let Some(m) = state
+        .history
+        .iter()
+        .find(|m| m.valid.accuracy.len() != config.report_k)
+    {
+        return Err(TrainError::record(
+            &path,
+            format!(
+                "epoch {} reports top-1..top-{}, the configuration top-1..top-{}",
+                m.epoch,
+                m.valid.accuracy.len(),
+                config.report_k
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Names of the settings (`data.noise`, `loss.k`, ...) in which two configurations differ.
+pub fn differing_fields(a: &TrainConfig, b: &TrainConfig) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for key in keys {
+                    let name = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    let null = serde_json::Value::Null;
+                    walk(
+                        &name,
+                        x.get(key).unwrap_or(&null),
+                        y.get(key).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let (Ok(x), Ok(y)) = (serde_json::to_value(a), serde_json::to_value(b)) else {
+        return vec!["(unserialisable)".into()];
+    };
+    let mut out = Vec::new();
+    walk("", &x, &y, &mut out);
+    out
 }
 
 /// Writes the epoch checkpoint atomically (see the module docs).
@@ -173,7 +352,9 @@ pub fn save(
         .save(&path)
         .map_err(|e| TrainError::record(&path, e))?;
     write_json(&tmp.join(STATE), state)?;
-    replace_dir(&tmp, &slot(out, ""), &slot(out, ".old"))
+    sync_tree(&tmp)?;
+    replace_dir(&tmp, &slot(out, ""), &slot(out, ".old"))?;
+    sync_dir(out)
 }
 
 /// Moves the complete directory `new` to `dest`, keeping the previous `dest` under `old` until
@@ -194,7 +375,14 @@ fn replace_dir(new: &Path, dest: &Path, old: &Path) -> Result<(), TrainError> {
 
 /// Copies the checkpoint's model to each `best-*` directory the last epoch improved.
 pub fn promote(out: &Path, config: &TrainConfig, state: &RunState) -> Result<(), TrainError> {
+    let known = selections(config);
     for which in &state.improved {
+        if !known.contains(which) {
+            return Err(TrainError::InvalidConfig(format!(
+                "unknown selection {which:?} in the state of {}",
+                out.display()
+            )));
+        }
         let dest = best_dir(out, which);
         let tmp = dest.with_extension("tmp");
         if tmp.exists() {
@@ -210,7 +398,9 @@ pub fn promote(out: &Path, config: &TrainConfig, state: &RunState) -> Result<(),
             epoch: state.epochs_done,
         };
         write_json(&tmp.join(META), &meta)?;
+        sync_tree(&tmp)?;
         replace_dir(&tmp, &dest, &dest.with_extension("old"))?;
+        sync_dir(out)?;
     }
     Ok(())
 }
@@ -294,15 +484,135 @@ pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), T
     write_atomic(path, text.as_bytes())
 }
 
+/// Writes `bytes` to `path` through a temporary file that is flushed to disk before the rename,
+/// then flushes the directory: readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    use std::io::Write;
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
-    fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+    let mut file = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| TrainError::io(&tmp, e))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => Ok(()),
+    }
+}
+
+/// Flushes a directory's entries (a rename in it) to disk.
+pub fn sync_dir(dir: &Path) -> Result<(), TrainError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| TrainError::io(dir, e))
+}
+
+/// Flushes every file of a directory (one level) and the directory itself.
+fn sync_tree(dir: &Path) -> Result<(), TrainError> {
+    for entry in fs::read_dir(dir).map_err(|e| TrainError::io(dir, e))? {
+        let path = entry.map_err(|e| TrainError::io(dir, e))?.path();
+        if path.is_file() {
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| TrainError::io(&path, e))?;
+        }
+    }
+    sync_dir(dir)
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T, TrainError> {
     let text = fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
     serde_json::from_str(&text).map_err(|e| TrainError::json(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DataSource, LossKind};
+
+    fn setup(name: &str) -> (PathBuf, TrainConfig, RunLock) {
+        let out =
+            std::env::temp_dir().join(format!("smooth-topk-ckpt-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&out);
+        let config = TrainConfig::defaults(DataSource::Synthetic, LossKind::Svm);
+        let lock = RunLock::acquire(&out).unwrap();
+        prepare_run_dir(&out, &config, &lock).unwrap();
+        (out, config, lock)
+    }
+
+    fn state(config: &TrainConfig, epochs: usize) -> RunState {
+        let view = View {
+            image_size: 32,
+            crop: 32,
+            pad: 4,
+            mean: [0.5; 3],
+            std: [0.25; 3],
+        };
+        let mut state = RunState::new(view, 100, config);
+        state.epochs_done = epochs;
+        state
+    }
+
+    /// A checkpoint directory as `save` leaves it (the model file's content does not matter to
+    /// recovery), complete when it holds the state.
+    fn slot_with(out: &Path, suffix: &str, state: Option<&RunState>) {
+        let dir = slot(out, suffix);
+        create_dir(&dir).unwrap();
+        fs::write(dir.join(MODEL), b"model").unwrap();
+        if let Some(state) = state {
+            write_json(&dir.join(STATE), state).unwrap();
+        }
+    }
+
+    #[test]
+    fn every_leftover_of_a_killed_swap_recovers_to_the_newest_complete_checkpoint() {
+        // Killed after the new checkpoint was complete, before the swap began.
+        let (out, config, lock) = setup("tmp");
+        slot_with(&out, "", Some(&state(&config, 0)));
+        fs::remove_file(slot(&out, "").join(STATE)).unwrap();
+        slot_with(&out, ".tmp", Some(&state(&config, 0)));
+        let recovered = recover(&out, &config, &lock).unwrap().unwrap();
+        assert_eq!(recovered.epochs_done, 0);
+        assert!(!slot(&out, ".tmp").exists());
+        // Killed between the two renames: only the old checkpoint is left.
+        fs::rename(slot(&out, ""), slot(&out, ".old")).unwrap();
+        assert!(recover(&out, &config, &lock).unwrap().is_some());
+        assert!(slot(&out, "").join(STATE).exists() && !slot(&out, ".old").exists());
+        // Killed while writing a new checkpoint: the incomplete one is dropped.
+        slot_with(&out, ".tmp", None);
+        let recovered = recover(&out, &config, &lock).unwrap().unwrap();
+        assert_eq!(recovered.epochs_done, 0);
+        assert!(!slot(&out, ".tmp").exists());
+        // Killed before the first checkpoint: nothing to recover, the run starts over.
+        fs::remove_dir_all(slot(&out, "")).unwrap();
+        slot_with(&out, ".tmp", None);
+        assert!(recover(&out, &config, &lock).unwrap().is_none());
+        drop(lock);
+        let _ = fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn a_second_lock_on_a_run_is_refused_until_the_first_is_dropped() {
+        let (out, _, lock) = setup("lock");
+        let err = RunLock::acquire(&out).err().unwrap().to_string();
+        assert!(err.contains("is being written by another run"), "{err}");
+        drop(lock);
+        assert!(RunLock::acquire(&out).is_ok());
+        let _ = fs::remove_dir_all(&out);
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("smooth-topk-atomic-{}", std::process::id()));
+        create_dir(&dir).unwrap();
+        let path = dir.join("a.json");
+        write_atomic(&path, b"one").unwrap();
+        write_atomic(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        let _ = fs::remove_dir_all(&dir);
+    }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
 
 use crate::models::{ModelKind, MIN_INPUT_SIDE};
+use crate::protocol::Protocol;
 use crate::TrainError;
 
 /// Where the images come from.
@@ -35,6 +36,7 @@ impl DataSource {
 /// Label grouping for the label noise (see `smooth_topk_data::NoiseGrouping`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Grouping {
     /// Consecutive label indices, `y - y % 5 + U{0..4}` (the reference implementation).
     Consecutive,
@@ -69,11 +71,15 @@ pub struct DataConfig {
     pub augment: bool,
     /// Evaluate the final checkpoints on the ten standard crops.
     pub ten_crop: bool,
+    /// Leave out (and count) images that cannot be read instead of stopping the run.
+    #[serde(default)]
+    pub skip_unreadable: bool,
 }
 
 /// Which loss trains the network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LossKind {
     Ce,
     Svm,
@@ -122,6 +128,7 @@ impl LossConfig {
 /// Compute backend.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum BackendKind {
     /// burn's Flex CPU backend.
     Cpu,
@@ -131,9 +138,21 @@ pub enum BackendKind {
     Cuda,
 }
 
+/// A new base learning rate from an epoch on, set when a run is resumed with another rate
+/// (after a divergence, say). The schedule's decays still apply on top of it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LrRestart {
+    /// First (1-based) epoch trained with `lr`.
+    pub from_epoch: usize,
+    pub lr: f64,
+}
+
 /// A whole training run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
+    /// The protocol this configuration started from (its presets), for reports.
+    #[serde(default)]
+    pub protocol: Option<Protocol>,
     pub data: DataConfig,
     pub model: ModelKind,
     pub loss: LossConfig,
@@ -145,100 +164,91 @@ pub struct TrainConfig {
     /// 1-based epochs from which the learning rate is multiplied by `lr_decay` once more.
     pub lr_milestones: Vec<usize>,
     pub lr_decay: f64,
+    /// Base learning rates set on resuming (in increasing `from_epoch`).
+    #[serde(default)]
+    pub lr_restarts: Vec<LrRestart>,
     /// Nesterov momentum (no dampening, as PyTorch's SGD).
     pub momentum: f64,
     pub weight_decay: f64,
     /// Seed of the weights, the batch order, the augmentation and the label noise.
     pub seed: u64,
     pub backend: BackendKind,
+    /// Indices of the backend's devices that train data-parallel (each batch is split among
+    /// them); the first also evaluates. The CPU backend has one device: several indices there
+    /// run several workers on it.
+    #[serde(default = "one_device")]
+    pub devices: Vec<usize>,
+    /// Stop after this many optimisation steps (benchmarks and smoke tests); the epoch in
+    /// progress then ends early and the run finishes as usual.
+    #[serde(default)]
+    pub max_steps: Option<usize>,
+    /// Evaluate the test split after every epoch (for the learning curves) rather than only
+    /// with the selected checkpoints at the end.
+    #[serde(default = "yes")]
+    pub test_every_epoch: bool,
 }
 
+fn one_device() -> Vec<usize> {
+    vec![0]
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Most devices of one run (a sanity bound on `--devices`).
+pub const MAX_DEVICES: usize = 64;
+
 impl TrainConfig {
-    /// The paper's settings for a data source and loss (SPEC section 3), and quick settings
-    /// for the built-in dataset: CIFAR-100 gets DenseNet 40-40, 300 epochs of batch 64, learning
-    /// rate 0.1 divided by 10 at epochs 151 and 226, weight decay 1e-4 and L_{5,1}; image folders
-    /// get ResNet-18, 120 epochs of batch 256, 0.1 (CE) or 1 (SVM) divided by 10 at 31, 61 and
-    /// 91, weight decay 1e-4 (CE) or 2.5e-5 (SVM) and tau 0.1; the synthetic data gets the small
-    /// convnet for 12 epochs.
+    /// The preset of the data source's own protocol (see [`Protocol::for_source`]).
     pub fn defaults(source: DataSource, loss: LossKind) -> Self {
-        let svm = loss != LossKind::Ce;
-        let mut config = TrainConfig {
-            data: DataConfig {
-                source: source.clone(),
-                train_size: None,
-                valid_size: None,
-                test_size: 2000,
-                image_size: 32,
-                crop: 32,
-                data_seed: 0,
-                noise: 0.0,
-                noise_grouping: Grouping::Consecutive,
-                augment: true,
-                ten_crop: false,
-            },
-            model: ModelKind::Convnet,
-            loss: LossConfig {
-                kind: loss,
-                k: 5,
-                tau: 1.0,
-                alpha: 1.0,
-            },
-            report_k: 5,
-            epochs: 12,
-            batch_size: 64,
-            lr: 0.1,
-            lr_milestones: vec![8, 11],
-            lr_decay: 0.1,
-            momentum: 0.9,
-            weight_decay: 1e-4,
-            seed: 0,
-            backend: BackendKind::Cpu,
-        };
-        match source {
-            DataSource::Synthetic => config.data.train_size = Some(10_000),
-            DataSource::Cifar100 { .. } => {
-                config.model = ModelKind::Densenet40;
-                config.epochs = 300;
-                config.lr_milestones = vec![151, 226];
-            }
-            DataSource::Folder { .. } => {
-                config.data.image_size = 256;
-                config.data.crop = 224;
-                config.data.ten_crop = true;
-                config.model = ModelKind::Resnet18;
-                config.epochs = 120;
-                config.batch_size = 256;
-                config.lr = if svm { 1.0 } else { 0.1 };
-                config.lr_milestones = vec![31, 61, 91];
-                config.weight_decay = if svm { 2.5e-5 } else { 1e-4 };
-                config.loss.tau = 0.1;
-            }
-        }
-        config
+        Protocol::for_source(&source).config(source, loss)
     }
 
-    /// Learning rate of a 1-based epoch, rounded to 12 significant digits so that 0.1 x 0.1
-    /// prints as 0.01.
+    /// Learning rate of a 1-based epoch: the base rate (the last restart at or before the
+    /// epoch, else `lr`) times `lr_decay` per milestone reached, rounded to 12 significant
+    /// digits so that 0.1 x 0.1 prints as 0.01.
     pub fn lr_at(&self, epoch: usize) -> f64 {
+        let base = self.base_lr_at(epoch);
         let decays = self.lr_milestones.iter().filter(|&&m| epoch >= m).count();
-        let lr = self.lr * self.lr_decay.powi(decays as i32);
+        let lr = base * self.lr_decay.powi(decays.min(i32::MAX as usize) as i32);
         format!("{lr:.11e}").parse().unwrap_or(lr)
+    }
+
+    /// The base learning rate of an epoch before the schedule's decays: the last restart at or
+    /// before it, else `lr`.
+    pub fn base_lr_at(&self, epoch: usize) -> f64 {
+        self.lr_restarts
+            .iter()
+            .rev()
+            .find(|r| r.from_epoch <= epoch)
+            .map_or(self.lr, |r| r.lr)
     }
 
     /// Checks what the data and loss loaders cannot: counts, rates, sizes.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad =
             |what: &str, value: String| Err(TrainError::InvalidConfig(format!("{what} = {value}")));
+        let positive_rate = |r: f64| r.is_finite() && r > 0.0;
         if self.epochs == 0 {
             return bad("epochs", "0 (must be at least 1)".into());
         }
         if self.batch_size == 0 {
             return bad("batch size", "0 (must be at least 1)".into());
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
+        if self.batch_size > MAX_BATCH {
+            return bad(
+                "batch size",
+                format!("{} (at most {MAX_BATCH})", self.batch_size),
+            );
+        }
+        if !positive_rate(self.lr) {
             return bad("learning rate", format!("{} (must be > 0)", self.lr));
         }
-        if !(self.lr_decay.is_finite() && self.lr_decay > 0.0) {
+        if let Some(r) = self.lr_restarts.iter().find(|r| !positive_rate(r.lr)) {
+            return bad("learning rate", format!("{} (must be > 0)", r.lr));
+        }
+        if !positive_rate(self.lr_decay) {
             return bad(
                 "learning-rate decay",
                 format!("{} (must be > 0)", self.lr_decay),
@@ -261,18 +271,36 @@ impl TrainConfig {
         }
         // Every model pools its input by 8 at least; the crop is checked against the real
         // image side when the data is loaded.
-        if self.data.crop < MIN_INPUT_SIDE {
+        if self.data.crop < MIN_INPUT_SIDE || self.data.crop > smooth_topk_data::MAX_IMAGE_SIZE {
             return bad(
                 "crop",
-                format!("{} (must be at least {MIN_INPUT_SIDE})", self.data.crop),
+                format!(
+                    "{} (must be in {MIN_INPUT_SIDE}..={})",
+                    self.data.crop,
+                    smooth_topk_data::MAX_IMAGE_SIZE
+                ),
             );
         }
+        smooth_topk_data::check_image_size(self.data.image_size)
+            .map_err(|e| TrainError::InvalidConfig(e.to_string()))?;
         if self.data.valid_size == Some(0) {
             return bad(
                 "valid size",
                 "0 (model selection needs a validation split)".into(),
             );
         }
+        if self.devices.is_empty() || self.devices.len() > MAX_DEVICES {
+            return bad(
+                "devices",
+                format!("{:?} (one to {MAX_DEVICES} device indices)", self.devices),
+            );
+        }
+        if self.max_steps == Some(0) {
+            return bad("max steps", "0 (must be at least 1)".into());
+        }
         self.loss.build().map(|_| ())
     }
 }
+
+/// Largest batch (a sanity bound: 65536 ImageNet crops are 39 GB of floats).
+pub const MAX_BATCH: usize = 65_536;

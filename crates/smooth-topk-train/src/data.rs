@@ -1,12 +1,22 @@
-//! From a [`DataConfig`] to normalised `f32` batches: loading, splitting, label noise,
-//! augmentation. The datasets themselves live in `smooth-topk-data`.
+//! From a [`DataConfig`] to the splits of a run: loading (or listing), validation split,
+//! subsets, label noise and the normalisation. The datasets and the loader live in
+//! `smooth-topk-data`.
+//!
+//! Nothing here holds more than the dataset's own storage: the built-in data and CIFAR-100
+//! are in memory once (splits are index lists into them), image folders are file lists decoded
+//! batch by batch. A [`DataCache`] keeps what a grid's cells share (the generated or read
+//! images, a folder's listing) so that a grid loads its data once.
 
-use rand::Rng;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use smooth_topk_data::{
-    apply_label_noise, balanced_subset, center_crop, folder_class_names, generate, load_cifar100,
-    load_image_folder, random_crop_flip, ten_crops, CropSpec, FolderConfig, ImageDataset,
-    NoiseGrouping, Normalization, SyntheticConfig,
+    balanced_subset_indices, cifar100_test, cifar100_train_valid, file_split, folder_class_names,
+    generate, generate_split, list_image_folder, list_test_files, noisy_labels, BatchView,
+    CropSpec, FolderListing, Loader, NoiseGrouping, Normalization, Split, SplitName,
+    SyntheticConfig, Views,
 };
 
 use crate::config::{DataConfig, DataSource, Grouping};
@@ -19,13 +29,19 @@ const CIFAR_VALID: usize = 5000;
 const FOLDER_VALID_PER_CLASS: usize = 50;
 /// Zero padding of the random crops of images as small as the network input (CIFAR's 4).
 const SMALL_IMAGE_PAD: usize = 4;
+/// Training images the per-channel statistics are computed from (all of them when there are
+/// fewer): enough for three decimals, bounded for folders of millions of images.
+pub const STATS_IMAGES: usize = 5000;
+/// A channel whose standard deviation is below one grey level (a constant channel) is
+/// normalised by this instead, so that its inputs stay finite.
+const MIN_STD: f32 = 1.0 / 255.0;
 
 /// The three splits of a run, ready for batching.
 pub struct PreparedData {
-    /// Training split, labels after label noise.
-    pub train: ImageDataset,
-    pub valid: ImageDataset,
-    pub test: ImageDataset,
+    /// Training split; its `labels` carry the label noise, `true_labels` the clean labels.
+    pub train: Arc<Split>,
+    pub valid: Arc<Split>,
+    pub test: Arc<Split>,
     pub classes: usize,
     pub view: View,
     /// Training labels changed by the noise (the draw may keep a label).
@@ -62,42 +78,218 @@ impl View {
     pub fn input_len(&self) -> usize {
         3 * self.crop * self.crop
     }
+
+    /// Training views: random crops and flips with `augment`, the centre crop otherwise.
+    pub fn training(&self, augment: bool) -> BatchView {
+        self.batch_view(if augment {
+            Views::RandomCropFlip
+        } else {
+            Views::Center
+        })
+    }
+
+    /// Evaluation views: the centre crop, or the ten crops.
+    pub fn evaluation(&self, ten_crop: bool) -> BatchView {
+        self.batch_view(if ten_crop {
+            Views::TenCrop
+        } else {
+            Views::Center
+        })
+    }
+
+    fn batch_view(&self, views: Views) -> BatchView {
+        BatchView {
+            crop: self.spec(),
+            norm: self.normalization(),
+            views,
+        }
+    }
 }
 
-/// Loads the splits of `config`, applies label noise (seeded by `seed`) to the training split.
-pub fn load(config: &DataConfig, seed: u64) -> Result<PreparedData, TrainError> {
-    let (train, valid, test) = match &config.source {
+/// Train, valid and test.
+type ThreeSplits = (Split, Split, Split);
+
+/// What a grid's cells can share: the data of a source before sizes, noise and seeds pick from
+/// it. Keyed by everything that decides it.
+#[derive(Default)]
+pub struct DataCache {
+    synthetic: HashMap<(usize, usize, usize, u64), ThreeSplits>,
+    cifar: HashMap<(PathBuf, usize, u64), ThreeSplits>,
+    folders: HashMap<PathBuf, Arc<FolderListing>>,
+    /// Channel statistics per training split (source, size, seeds).
+    stats: HashMap<String, ([f32; 3], [f32; 3])>,
+}
+
+/// Loads the splits of `config`, applies label noise (seeded by `seed`) to the training split
+/// and computes the normalisation from a sample of its images.
+pub fn load(
+    config: &DataConfig,
+    seed: u64,
+    loader: &Loader,
+    cache: &mut DataCache,
+) -> Result<PreparedData, TrainError> {
+    let (mut train, valid, test) = clean_splits(config, cache)?;
+    let classes = train.num_classes;
+    if config.noise > 0.0 {
+        let grouping = match config.noise_grouping {
+            Grouping::Consecutive => NoiseGrouping::Consecutive,
+            Grouping::Coarse => NoiseGrouping::Coarse,
+        };
+        train.labels = noisy_labels(
+            &train.true_labels,
+            train.coarse_labels.as_deref(),
+            classes,
+            config.noise,
+            grouping,
+            5,
+            seed,
+        )?;
+    }
+    let noisy = train.changed_labels();
+    for (name, split) in [("train", &train), ("valid", &valid), ("test", &test)] {
+        if split.is_empty() {
+            return Err(TrainError::InvalidConfig(format!(
+                "the {name} split is empty"
+            )));
+        }
+    }
+    let (height, width) = train.source.image_size();
+    if config.crop > height || config.crop > width {
+        return Err(TrainError::InvalidConfig(format!(
+            "crop = {} (the images are {height}x{width})",
+            config.crop
+        )));
+    }
+    // The statistics depend on the training images only, not on the noise or the seed.
+    let key = format!(
+        "{:?}/{:?}/{:?}/{}/{}",
+        config.source, config.train_size, config.valid_size, config.image_size, config.data_seed
+    );
+    let (mean, std) = match cache.stats.get(&key) {
+        Some(&stats) => stats,
+        None => {
+            let stats = loader.channel_stats(&train, STATS_IMAGES, config.data_seed)?;
+            cache.stats.insert(key, stats);
+            stats
+        }
+    };
+    // Images no larger than the input get CIFAR's padded crops; larger ones are cropped inside.
+    let pad = if config.crop == height {
+        SMALL_IMAGE_PAD
+    } else {
+        0
+    };
+    let view = View {
+        image_size: height,
+        crop: config.crop,
+        pad,
+        mean,
+        std: std.map(|s| s.max(MIN_STD)),
+    };
+    Ok(PreparedData {
+        train: Arc::new(train),
+        valid: Arc::new(valid),
+        test: Arc::new(test),
+        classes,
+        view,
+        noisy_labels: noisy,
+    })
+}
+
+/// One clean split of `config`'s data, reading only what that split needs (the test split of
+/// CIFAR-100 reads `test.bin` alone; of a folder, its `val/` directory and the class names).
+pub fn load_split(
+    config: &DataConfig,
+    split: SplitName,
+    cache: &mut DataCache,
+) -> Result<Split, TrainError> {
+    Ok(match (&config.source, split) {
+        (DataSource::Synthetic, SplitName::Test) => {
+            let shape = synthetic_shape(config)?;
+            Split::whole(Arc::new(generate_split(&shape, SplitName::Test)?))?
+        }
+        (DataSource::Cifar100 { dir }, SplitName::Test) => cifar100_test(dir)?,
+        (DataSource::Folder { dir }, SplitName::Test) => {
+            let classes = folder_class_names(dir)?;
+            file_split(
+                list_test_files(dir, &classes)?,
+                config.image_size,
+                classes.len(),
+            )?
+        }
+        _ => {
+            let (train, valid, test) = clean_splits(config, cache)?;
+            match split {
+                SplitName::Train => train,
+                SplitName::Valid => valid,
+                SplitName::Test => test,
+            }
+        }
+    })
+}
+
+/// The train, valid and test splits before label noise.
+fn clean_splits(config: &DataConfig, cache: &mut DataCache) -> Result<ThreeSplits, TrainError> {
+    match &config.source {
         DataSource::Synthetic => {
-            let shape = SyntheticConfig::default();
-            let n = shape.groups * shape.classes_per_group;
-            let valid = config.valid_size.unwrap_or(SYNTHETIC_VALID);
-            let splits = generate(&SyntheticConfig {
-                train_per_class: per_class(config.train_size.unwrap_or(10_000), n, "train size")?,
-                valid_per_class: per_class(valid, n, "valid size")?,
-                test_per_class: per_class(config.test_size, n, "test size")?,
-                seed: config.data_seed,
-                ..shape
-            })?;
-            (splits.train, splits.valid, splits.test)
+            let shape = synthetic_shape(config)?;
+            let key = (
+                shape.train_per_class,
+                shape.valid_per_class,
+                shape.test_per_class,
+                shape.seed,
+            );
+            if let Some(splits) = cache.synthetic.get(&key) {
+                return Ok(splits.clone());
+            }
+            let generated = generate(&shape)?;
+            let whole = |data| Split::whole(Arc::new(data));
+            let splits = (
+                whole(generated.train)?,
+                whole(generated.valid)?,
+                whole(generated.test)?,
+            );
+            cache.synthetic.insert(key, splits.clone());
+            Ok(splits)
         }
         DataSource::Cifar100 { dir } => {
-            let splits = load_cifar100(
-                dir,
-                config.valid_size.unwrap_or(CIFAR_VALID),
-                config.data_seed,
-            )?;
+            let valid_size = config.valid_size.unwrap_or(CIFAR_VALID);
+            let key = (dir.clone(), valid_size, config.data_seed);
+            let (train, valid, test) = match cache.cifar.get(&key) {
+                Some(splits) => splits.clone(),
+                None => {
+                    let (train, valid) = cifar100_train_valid(dir, valid_size, config.data_seed)?;
+                    let splits = (train, valid, cifar100_test(dir)?);
+                    cache.cifar.insert(key, splits.clone());
+                    splits
+                }
+            };
             let train = match config.train_size {
                 Some(size) => {
-                    let per = per_class(size, splits.train.num_classes, "train size")?;
-                    balanced_subset(&splits.train, per, config.data_seed)?
+                    let per = per_class(size, train.num_classes, "train size")?;
+                    let chosen = balanced_subset_indices(
+                        &train.labels,
+                        train.num_classes,
+                        per,
+                        config.data_seed,
+                    )?;
+                    train.select(&chosen)
                 }
-                None => splits.train,
+                None => train,
             };
-            (train, splits.valid, splits.test)
+            Ok((train, valid, test))
         }
         DataSource::Folder { dir } => {
-            // Sizes are given in images but the loader takes them per class.
-            let n = folder_class_names(dir)?.len();
+            let listing = match cache.folders.get(dir) {
+                Some(listing) => listing.clone(),
+                None => {
+                    let listing = Arc::new(list_image_folder(dir)?);
+                    cache.folders.insert(dir.clone(), listing.clone());
+                    listing
+                }
+            };
+            // Sizes are given in images but chosen per class.
+            let n = listing.classes.len();
             let valid_per_class = match config.valid_size {
                 None => FOLDER_VALID_PER_CLASS,
                 Some(size) => per_class(size, n, "valid size")?,
@@ -106,68 +298,29 @@ pub fn load(config: &DataConfig, seed: u64) -> Result<PreparedData, TrainError> 
                 .train_size
                 .map(|s| per_class(s, n, "train size"))
                 .transpose()?;
-            let (splits, _names) = load_image_folder(
-                dir,
-                &FolderConfig {
-                    image_size: config.image_size,
-                    train_per_class,
-                    valid_per_class,
-                    seed: config.data_seed,
-                },
-            )?;
-            (splits.train, splits.valid, splits.test)
-        }
-    };
-    let classes = train.num_classes;
-    let mut train = train;
-    let mut noisy_labels = 0;
-    if config.noise > 0.0 {
-        let grouping = match config.noise_grouping {
-            Grouping::Consecutive => NoiseGrouping::Consecutive,
-            Grouping::Coarse => NoiseGrouping::Coarse,
-        };
-        let labels = apply_label_noise(&train, config.noise, grouping, 5, seed)?;
-        noisy_labels = labels
-            .iter()
-            .zip(&train.labels)
-            .filter(|(a, b)| a != b)
-            .count();
-        train.labels = labels;
-    }
-    for (name, split) in [("train", &train), ("valid", &valid), ("test", &test)] {
-        if split.is_empty() {
-            return Err(TrainError::InvalidConfig(format!(
-                "the {name} split is empty"
-            )));
+            let (train, valid) =
+                listing.choose(train_per_class, valid_per_class, config.data_seed)?;
+            let test = list_test_files(dir, &listing.classes)?;
+            let size = config.image_size;
+            Ok((
+                file_split(train, size, n)?,
+                file_split(valid, size, n)?,
+                file_split(test, size, n)?,
+            ))
         }
     }
-    if config.crop > train.height || config.crop > train.width {
-        return Err(TrainError::InvalidConfig(format!(
-            "crop = {} (the images are {}x{})",
-            config.crop, train.height, train.width
-        )));
-    }
-    let (mean, std) = train.channel_stats();
-    // Images no larger than the input get CIFAR's padded crops; larger ones are cropped inside.
-    let pad = if config.crop == train.height {
-        SMALL_IMAGE_PAD
-    } else {
-        0
-    };
-    let view = View {
-        image_size: train.height,
-        crop: config.crop,
-        pad,
-        mean,
-        std,
-    };
-    Ok(PreparedData {
-        train,
-        valid,
-        test,
-        classes,
-        view,
-        noisy_labels,
+}
+
+fn synthetic_shape(config: &DataConfig) -> Result<SyntheticConfig, TrainError> {
+    let shape = SyntheticConfig::default();
+    let n = shape.groups * shape.classes_per_group;
+    let valid = config.valid_size.unwrap_or(SYNTHETIC_VALID);
+    Ok(SyntheticConfig {
+        train_per_class: per_class(config.train_size.unwrap_or(10_000), n, "train size")?,
+        valid_per_class: per_class(valid, n, "valid size")?,
+        test_per_class: per_class(config.test_size, n, "test size")?,
+        seed: config.data_seed,
+        ..shape
     })
 }
 
@@ -178,71 +331,4 @@ fn per_class(total: usize, classes: usize, what: &str) -> Result<usize, TrainErr
         )));
     }
     Ok(total / classes)
-}
-
-/// One batch of network inputs: `images` is `len x 3 x crop x crop`, row-major.
-pub struct HostBatch {
-    pub images: Vec<f32>,
-    pub labels: Vec<usize>,
-}
-
-impl HostBatch {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-}
-
-/// A training batch: random crop and flip per image when `augment`, centre crop otherwise.
-pub fn training_batch(
-    data: &ImageDataset,
-    indices: &[usize],
-    view: &View,
-    augment: bool,
-    rng: &mut impl Rng,
-) -> HostBatch {
-    let len = view.input_len();
-    let mut images = vec![0f32; indices.len() * len];
-    let norm = view.normalization();
-    for (&i, out) in indices.iter().zip(images.chunks_mut(len)) {
-        let image = data.image(i);
-        if augment {
-            random_crop_flip(image, data.height, data.width, view.spec(), &norm, rng, out);
-        } else {
-            center_crop(image, data.height, data.width, view.crop, &norm, out);
-        }
-    }
-    HostBatch {
-        images,
-        labels: indices.iter().map(|&i| data.labels[i] as usize).collect(),
-    }
-}
-
-/// An evaluation batch: the centre crop, or the ten crops of every image one after another
-/// (`10 x len` inputs) when `ten_crop`.
-pub fn evaluation_batch(
-    data: &ImageDataset,
-    indices: &[usize],
-    view: &View,
-    ten_crop: bool,
-) -> HostBatch {
-    let len = view.input_len();
-    let crops = if ten_crop { 10 } else { 1 };
-    let mut images = vec![0f32; indices.len() * crops * len];
-    let norm = view.normalization();
-    for (&i, out) in indices.iter().zip(images.chunks_mut(crops * len)) {
-        let image = data.image(i);
-        if ten_crop {
-            ten_crops(image, data.height, data.width, view.spec(), &norm, out);
-        } else {
-            center_crop(image, data.height, data.width, view.crop, &norm, out);
-        }
-    }
-    HostBatch {
-        images,
-        labels: indices.iter().map(|&i| data.labels[i] as usize).collect(),
-    }
 }

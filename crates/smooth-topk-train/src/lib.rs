@@ -14,18 +14,24 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod eval;
+pub mod loader_bench;
 pub mod models;
 pub mod progress;
+pub mod protocol;
 pub mod report;
 pub mod reproduce;
 pub mod step_bench;
 pub mod train;
 
 pub use config::{
-    BackendKind, DataConfig, DataSource, Grouping, LossConfig, LossKind, TrainConfig,
+    BackendKind, DataConfig, DataSource, Grouping, LossConfig, LossKind, LrRestart, TrainConfig,
 };
+pub use data::DataCache;
 pub use models::ModelKind;
-pub use train::{train, EpochMetrics, Observer, RunResults, SelectedResult, Silent, SplitMetrics};
+pub use protocol::Protocol;
+pub use train::{
+    train, EpochMetrics, Observer, RunResults, SelectedResult, Silent, SplitMetrics, Start,
+};
 
 /// Everything that can stop a run, each naming the value or file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +56,27 @@ pub enum TrainError {
     Record { path: PathBuf, message: String },
     #[error("{path}: cannot draw the plot: {message}")]
     Plot { path: PathBuf, message: String },
-    #[error("training diverged at epoch {epoch}: batch loss {loss} (lower the learning rate)")]
-    Diverged { epoch: usize, loss: f64 },
+    #[error(
+        "training diverged at epoch {epoch}, step {step}; lr {lr} ({why}); the checkpoint of \
+         epoch {last_good} in {} is intact: continue with a lower base rate, e.g. `smooth-topk \
+         train --resume {} --lr {}`",
+        dir.display(),
+        dir.display(),
+        base_lr / 10.0
+    )]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        /// The learning rate of the epoch, and its base rate before the schedule's decays.
+        lr: f64,
+        base_lr: f64,
+        why: String,
+        dir: PathBuf,
+        /// The last finished (and checkpointed) epoch; 0 when none.
+        last_good: usize,
+    },
+    #[error("device: {0}")]
+    Device(String),
 }
 
 impl TrainError {

@@ -1,5 +1,11 @@
 //! Console reporting of a run: a progress bar per epoch (on stderr, shown only on a terminal)
 //! and one line per epoch on stdout.
+//!
+//! Standard output may be a closed pipe or a full disk: a failed write never stops a run (its
+//! files are what matter); the first error is kept, and [`Console::error`] gives it to the
+//! caller, which reports it once the run is over.
+
+use std::io::Write;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -11,6 +17,7 @@ use crate::train::{EpochMetrics, Observer, RunResults, SelectedResult, SplitMetr
 pub struct Console {
     prefix: String,
     bar: Option<ProgressBar>,
+    error: Option<std::io::Error>,
 }
 
 impl Console {
@@ -18,6 +25,28 @@ impl Console {
         Self {
             prefix: prefix.into(),
             bar: None,
+            error: None,
+        }
+    }
+
+    /// The first error writing to standard output, if any.
+    pub fn error(&self) -> Option<&std::io::Error> {
+        self.error.as_ref()
+    }
+
+    /// Takes the first write error (for a caller that reports it).
+    pub fn take_error(&mut self) -> Option<std::io::Error> {
+        self.error.take()
+    }
+
+    /// Writes one line to standard output, keeping the first error.
+    pub fn line(&mut self, text: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, "{}{text}", self.prefix).and_then(|()| out.flush()) {
+            self.error = Some(e);
         }
     }
 }
@@ -51,9 +80,13 @@ impl Observer for Console {
         } else {
             String::new()
         };
-        println!(
-            "{}{} on {} ({} classes; {} train / {} valid / {} test{noise}), {}, {} epochs of batch {}, lr {}{}",
-            self.prefix,
+        let devices = if config.devices.len() > 1 {
+            format!(" on {} devices {:?}", config.devices.len(), config.devices)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "{} on {} ({} classes; {} train / {} valid / {} test{noise}), {}, {} epochs of batch {}{devices}, lr {}{}",
             config.loss.label(),
             config.data.source.name(),
             data.classes,
@@ -63,13 +96,14 @@ impl Observer for Console {
             config.model.name(),
             config.epochs,
             config.batch_size,
-            config.lr,
+            config.lr_at(resumed_at + 1),
             if resumed_at > 0 {
                 format!(", resumed after epoch {resumed_at}")
             } else {
                 String::new()
             }
         );
+        self.line(&line);
     }
 
     fn epoch_started(&mut self, epoch: usize, batches: usize) {
@@ -96,26 +130,43 @@ impl Observer for Console {
             bar.finish_and_clear();
         }
         let k = config.report_k;
-        println!(
-            "{}epoch {:>3}/{} lr {:<7} | {} | {} | {} | {:.1} s",
-            self.prefix,
+        let true_labels = if m.train_true_accuracy != m.train.accuracy {
+            format!(
+                " (true labels top-1 {:5.2}%)",
+                m.train_true_accuracy.first().copied().unwrap_or(f64::NAN)
+            )
+        } else {
+            String::new()
+        };
+        let test = m
+            .test
+            .as_ref()
+            .map(|t| format!(" | {}", split("test", t, k)))
+            .unwrap_or_default();
+        let skipped = if m.skipped > 0 {
+            format!(", {} unreadable images skipped", m.skipped)
+        } else {
+            String::new()
+        };
+        let line = format!(
+            "epoch {:>3}/{} lr {:<7} | {}{true_labels} | {}{test} | {:.1} s{skipped}",
             m.epoch,
             config.epochs,
             m.lr,
             split("train", &m.train, k),
             split("valid", &m.valid, k),
-            split("test", &m.test, k),
             m.seconds
         );
+        self.line(&line);
     }
 
     fn finished(&mut self, results: &RunResults) {
         let k = results.config.report_k;
-        println!(
-            "{}final: {} | {}",
-            self.prefix,
+        let line = format!(
+            "final: {} | {}",
             selected(&results.best_top1, k),
             selected(&results.best_topk, k)
         );
+        self.line(&line);
     }
 }

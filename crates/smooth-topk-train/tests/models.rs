@@ -33,9 +33,17 @@ fn resnet18_imagenet_has_torchvisions_parameter_count() {
 }
 
 #[test]
+fn the_mlp_has_one_hidden_layer_of_256() {
+    let model = ModelKind::Mlp.init(100, 32, &Device::flex());
+    assert_eq!(model.num_params(), 3072 * 256 + 256 + 256 * 100 + 100);
+}
+
+#[test]
 fn every_model_maps_images_to_logits() {
     let device = Device::flex();
     for (kind, side) in [
+        (ModelKind::Mlp, 32),
+        (ModelKind::Mlp, 12),
         (ModelKind::Convnet, 32),
         (ModelKind::Densenet40, 32),
         (ModelKind::Resnet18, 32),
