@@ -3,6 +3,7 @@
 //! run; then the float32-against-float64 error of the smooth loss over score scales.
 
 use crate::losses::{self, LossName};
+use crate::output::say;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -93,8 +94,27 @@ struct Setup {
 
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let all_threads = args.threads.unwrap_or_else(rayon::current_num_threads);
-    if args.batch == 0 || all_threads == 0 {
-        return Err("--batch and --threads must be positive".into());
+    if args.batch == 0 || all_threads == 0 || all_threads > 1024 {
+        return Err("--batch and --threads must be positive (at most 1024 threads)".into());
+    }
+    // float32 scores of a few standard deviations must stay finite.
+    if !(args.score_std > 0.0 && args.score_std <= 1e30) {
+        return Err(format!(
+            "--score-std {:e} must be a positive number no larger than 1e30",
+            args.score_std
+        ));
+    }
+    // The scores and gradients of the largest n must fit in memory.
+    let largest = args.n.iter().copied().max().unwrap_or(0);
+    match args.batch.checked_mul(largest) {
+        Some(floats) if floats <= 1 << 31 => {}
+        _ => {
+            return Err(format!(
+                "--batch {} x n {largest} is more than 2^31 scores (8 GB each for scores and \
+                 gradients)",
+                args.batch
+            ))
+        }
     }
     let mut setups = vec![Setup {
         name: LossName::Ce,
@@ -103,10 +123,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         tau: None,
     }];
     for &tau in &args.tau {
-        let loss = losses::build(LossName::SmoothSvm, args.k, tau, args.alpha, false)
+        let loss = losses::build(LossName::Svm, args.k, tau, args.alpha, false)
             .map_err(|e| e.to_string())?;
         setups.push(Setup {
-            name: LossName::SmoothSvm,
+            name: LossName::Svm,
             loss,
             tau: Some(tau),
         });
@@ -132,15 +152,16 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut records = Vec::new();
 
-    println!(
+    say(&format!(
         "smooth-topk bench: batch {}, k = {}, alpha = {}, f32 scores ~ N(0, {}^2), median of \
-         >= 5 runs; ratio = time / cross-entropy time in the same setting",
+         >= 5 runs; ratio = time / this project's cross-entropy time in the same setting (f64 \
+         arithmetic, libm exp)",
         args.batch, args.k, args.alpha, args.score_std
-    );
-    println!(
+    ))?;
+    say(&format!(
         "{:<11} {:>6} {:>5} {:>7} {:>12} {:>8} {:>14} {:>8}",
         "loss", "n", "tau", "threads", "forward ms", "ratio", "fwd+bwd ms", "ratio"
-    );
+    ))?;
     for &n in &args.n {
         if n <= args.k {
             return Err(format!("n = {n} needs to exceed k = {}", args.k));
@@ -169,7 +190,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 if setup.name == LossName::Ce {
                     ce_times = (fwd, both);
                 }
-                println!(
+                say(&format!(
                     "{:<11} {:>6} {:>5} {:>7} {:>12.4} {:>8.2} {:>14.4} {:>8.2}",
                     setup.name.as_str(),
                     n,
@@ -179,7 +200,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     fwd / ce_times.0,
                     both,
                     both / ce_times.1
-                );
+                ))?;
                 let k = (setup.name != LossName::Ce).then_some(args.k);
                 for (pass, ms) in [("forward", fwd), ("forward+backward", both)] {
                     records.push(Record {
@@ -198,8 +219,9 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
-        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        println!("timings written to {}", path.display());
+        smooth_topk_train::checkpoint::write_atomic(path, text.as_bytes())
+            .map_err(|e| format!("cannot write {e}"))?;
+        say(&format!("timings written to {}", path.display()))?;
     }
     if !args.no_stability {
         stability(args, &mut rng)?;
@@ -210,16 +232,16 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 /// Max error of float32 storage against float64 for the smooth loss, per score scale.
 fn stability(args: &BenchArgs, rng: &mut StdRng) -> Result<(), String> {
     let (batch, n) = (64usize, 1000usize);
-    println!();
-    println!(
+    say("")?;
+    say(&format!(
         "stability: smooth top-{} SVM, float32 against float64 on the same (f32-rounded) scores, \
          batch {batch} x n {n}, scores ~ scale * N(0, 1)",
         args.k
-    );
-    println!(
+    ))?;
+    say(&format!(
         "{:>8} {:>6} {:>16} {:>16} {:>10}",
         "scale", "tau", "max loss rel err", "max grad err", "non-finite"
-    );
+    ))?;
     for &tau in &args.tau {
         let loss = SmoothTopkSvm::new(args.k, tau, args.alpha).map_err(|e| e.to_string())?;
         for exp in -4..=4 {
@@ -249,7 +271,9 @@ fn stability(args: &BenchArgs, rng: &mut StdRng) -> Result<(), String> {
                     grad_err = grad_err.max(diff / gmax);
                 }
             }
-            println!("{scale:>8.0e} {tau:>6} {loss_err:>16.2e} {grad_err:>16.2e} {non_finite:>10}");
+            say(&format!(
+                "{scale:>8.0e} {tau:>6} {loss_err:>16.2e} {grad_err:>16.2e} {non_finite:>10}"
+            ))?;
         }
     }
     Ok(())

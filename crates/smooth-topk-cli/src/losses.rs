@@ -6,8 +6,9 @@ use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm, TopkError};
 /// Which loss to evaluate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LossName {
-    /// Smooth top-k SVM L_{k,tau}.
-    SmoothSvm,
+    /// Smooth top-k SVM L_{k,tau} (`train --loss svm` spells it the same way).
+    #[value(alias = "smooth-svm")]
+    Svm,
     /// Hard top-k SVM l_k.
     HardSvm,
     /// Softmax cross-entropy.
@@ -17,7 +18,7 @@ pub enum LossName {
 impl LossName {
     pub fn as_str(self) -> &'static str {
         match self {
-            LossName::SmoothSvm => "smooth-svm",
+            LossName::Svm => "svm",
             LossName::HardSvm => "hard-svm",
             LossName::Ce => "ce",
         }
@@ -33,7 +34,7 @@ pub fn build(
     reference_switch: bool,
 ) -> Result<AnyLoss, TopkError> {
     Ok(match name {
-        LossName::SmoothSvm => SmoothTopkSvm::new(k, tau, alpha)?
+        LossName::Svm => SmoothTopkSvm::new(k, tau, alpha)?
             .with_reference_hard_switch(reference_switch)
             .into(),
         LossName::HardSvm => HardTopkSvm::new(k, alpha)?.into(),

@@ -45,7 +45,7 @@ enum Command {
     Loss {
         /// Input file (JSON Lines or CSV); standard input when absent or `-`.
         file: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "smooth-svm")]
+        #[arg(long, value_enum, default_value = "svm")]
         loss: LossName,
         /// The k of top-k (SVM losses).
         #[arg(long, default_value_t = 5)]

@@ -221,16 +221,46 @@ fn bench_prints_tables_and_json_records() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("smooth-svm") && out.contains("stability"));
+    assert!(out.contains("svm ") && out.contains("stability"));
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     std::fs::remove_file(&path).ok();
     // 2 n x 2 thread counts x 3 losses x 2 passes.
     assert_eq!(records.len(), 24);
     for r in &records {
-        assert!(["smooth-svm", "hard-svm", "ce"].contains(&r["loss"].as_str().unwrap()));
+        assert!(["svm", "hard-svm", "ce"].contains(&r["loss"].as_str().unwrap()));
         assert!(["forward", "forward+backward"].contains(&r["pass"].as_str().unwrap()));
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
         assert_eq!(r["batch"], 8);
     }
+}
+
+#[test]
+fn bench_refuses_sizes_and_scales_it_cannot_run() {
+    for (args, needle) in [
+        (&["bench", "--score-std", "nan"][..], "--score-std NaN"),
+        (&["bench", "--score-std", "1e300"][..], "--score-std 1e300"),
+        (
+            &["bench", "--batch", "100000000000"][..],
+            "more than 2^31 scores",
+        ),
+        (&["bench", "--threads", "0"][..], "must be positive"),
+    ] {
+        let o = run(args, "");
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(needle) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_smooth_svm_has_one_name_with_the_old_one_as_an_alias() {
+    let line = r#"{"scores": [2.0, 0.5, 1.0, -1.0], "label": 2}"#;
+    let a = run(&["loss", "--loss", "svm", "--k", "2"], line);
+    let b = run(&["loss", "--loss", "smooth-svm", "--k", "2"], line);
+    assert!(a.status.success() && b.status.success());
+    assert_eq!(stdout(&a), stdout(&b));
 }

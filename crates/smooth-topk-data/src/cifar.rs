@@ -21,9 +21,33 @@ const CIFAR100_COARSE_CLASSES: usize = 20;
 /// The file is read once and its records are compacted in place into the image buffer, so the
 /// peak memory is the file's size.
 pub fn read_cifar100_file(path: &Path) -> Result<ImageDataset, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let meta = file.metadata().map_err(|e| DataError::io(path, e))?;
+    // Checked before reading: a regular file no larger than the records CIFAR can hold.
+    let max = MAX_RECORDS as u64 * CIFAR100_RECORD_LEN as u64;
+    if !meta.is_file() || meta.len() > max {
+        return Err(DataError::Decode {
+            path: path.into(),
+            message: format!(
+                "not a CIFAR-100 binary: {} (at most {MAX_RECORDS} records of {CIFAR100_RECORD_LEN} bytes)",
+                if meta.is_file() {
+                    format!("{} bytes", meta.len())
+                } else {
+                    "not a regular file".to_string()
+                }
+            ),
+        });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max)
+        .read_to_end(&mut bytes)
+        .map_err(|e| DataError::io(path, e))?;
     parse_cifar100(bytes, path)
 }
+
+/// Most records of a CIFAR-100 file (the official ones hold 50000 and 10000).
+const MAX_RECORDS: usize = 1_000_000;
 
 fn parse_cifar100(mut bytes: Vec<u8>, path: &Path) -> Result<ImageDataset, DataError> {
     if bytes.is_empty() {

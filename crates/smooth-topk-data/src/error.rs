@@ -122,9 +122,6 @@ pub enum DataError {
     #[error("index {index} is out of range for {len} images")]
     IndexOutOfRange { index: usize, len: usize },
 
-    #[error("every image of a batch was unreadable and skipped (last: {last})")]
-    AllSkipped { last: String },
-
     #[error("cannot start the loader's threads: {0}")]
     Threads(String),
 

@@ -53,9 +53,10 @@ pub const MAX_IMAGE_SIZE: usize = 4096;
 
 /// Largest width and height of an image file, checked from its header before anything is
 /// decoded, and the most bytes its decoder may allocate (ImageNet's largest photographs are
-/// about 5000 x 4000, 60 MB decoded).
+/// about 5000 x 4000, 60 MB decoded). With the RGB copy of its centre square, an image in flight
+/// holds at most about four times `MAX_DECODED_BYTES`.
 pub const MAX_FILE_SIDE: u32 = 16384;
-pub const MAX_DECODED_BYTES: u64 = 256 << 20;
+pub const MAX_DECODED_BYTES: u64 = 128 << 20;
 
 const IMAGE_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
@@ -373,9 +374,9 @@ pub fn decode_image_files(
     Ok(data)
 }
 
-/// Decodes an image file (format sniffed from its content), converts it to RGB8, resizes the
-/// shorter side to `size` (triangle filter) and crops the centre `size x size`; returns CHW
-/// bytes.
+/// Decodes an image file (format sniffed from its content), takes its centre square, converts
+/// it to RGB8 and resizes it to `size x size` (triangle filter); returns CHW bytes. (This is
+/// the centre crop of the image with its shorter side resized to `size`.)
 ///
 /// The file's header is checked before anything is allocated: an image wider or taller than
 /// [`MAX_FILE_SIDE`], or whose decoding needs more than [`MAX_DECODED_BYTES`], is refused with
@@ -405,31 +406,27 @@ pub fn read_image(path: &Path, size: usize) -> Result<Vec<u8>, DataError> {
         Err(ImageError::Limits(_)) => return Err(too_large(path)),
         Err(e) => return Err(decode_error(e.to_string())),
     };
-    let rgb = decoded.into_rgb8();
-    let (width, height) = (rgb.width() as usize, rgb.height() as usize);
+    let (width, height) = (decoded.width(), decoded.height());
     if width == 0 || height == 0 {
         return Err(decode_error(format!("image is {width}x{height}")));
     }
-    let (resized_w, resized_h) = shorter_side_to(width, height, size);
-    let resized = if (resized_w, resized_h) == (width, height) {
-        rgb
+    // The centre square first (in the image's own pixels), then the resize: a long, thin image
+    // never becomes a huge one, and the RGB conversion touches the square only.
+    let side = width.min(height);
+    let square = decoded
+        .crop_imm((width - side) / 2, (height - side) / 2, side, side)
+        .into_rgb8();
+    drop(decoded);
+    let resized = if side as usize == size {
+        square
     } else {
-        imageops::resize(
-            &rgb,
-            resized_w as u32,
-            resized_h as u32,
-            FilterType::Triangle,
-        )
+        imageops::resize(&square, size as u32, size as u32, FilterType::Triangle)
     };
-    let (left, top) = ((resized_w - size) / 2, (resized_h - size) / 2);
     let mut chw = vec![0u8; 3 * size * size];
     let raw = resized.as_raw();
     for (c, plane) in chw.chunks_exact_mut(size * size).enumerate() {
-        for (y, row) in plane.chunks_exact_mut(size).enumerate() {
-            let start = ((top + y) * resized_w + left) * 3 + c;
-            for (x, value) in row.iter_mut().enumerate() {
-                *value = raw[start + 3 * x];
-            }
+        for (value, pixel) in plane.iter_mut().zip(raw.chunks_exact(3)) {
+            *value = pixel[c];
         }
     }
     Ok(chw)
@@ -490,30 +487,9 @@ fn too_large(path: &Path) -> DataError {
     }
 }
 
-/// Dimensions with the shorter side scaled to `size`, the longer side in proportion (rounded,
-/// never below `size`).
-fn shorter_side_to(width: usize, height: usize, size: usize) -> (usize, usize) {
-    let scale = |long: usize, short: usize| {
-        ((long as f64 * size as f64 / short as f64).round() as usize).max(size)
-    };
-    if width <= height {
-        (size, scale(height, width))
-    } else {
-        (scale(width, height), size)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shorter_side_scaling_keeps_the_aspect_ratio() {
-        assert_eq!(shorter_side_to(40, 30, 16), (21, 16));
-        assert_eq!(shorter_side_to(20, 50, 16), (16, 40));
-        assert_eq!(shorter_side_to(16, 16, 16), (16, 16));
-        assert_eq!(shorter_side_to(1000, 999, 10), (10, 10));
-    }
 
     #[test]
     fn extensions_are_matched_case_insensitively() {

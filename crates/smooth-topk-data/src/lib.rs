@@ -58,7 +58,9 @@ pub use folder::{
     list_test_files, load_image_folder, read_image, FolderConfig, FolderListing, LabelledFile,
     MAX_DECODED_BYTES, MAX_FILE_BYTES, MAX_FILE_SIDE, MAX_IMAGE_SIZE,
 };
-pub use loader::{Batch, BatchStream, BatchView, Loader, LoaderConfig, Views};
+pub use loader::{
+    Batch, BatchStream, BatchView, Loader, LoaderConfig, Views, MAX_LOADER_THREADS, MAX_PREFETCH,
+};
 pub use noise::{apply_label_noise, noisy_labels, NoiseGrouping};
 pub use seed::mix_seed;
 pub use source::{ImageFiles, ImageSource, Split};

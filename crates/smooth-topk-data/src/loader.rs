@@ -132,8 +132,27 @@ pub struct Loader {
     skip_unreadable: bool,
 }
 
+/// Most loader threads, and most batches prepared ahead.
+pub const MAX_LOADER_THREADS: usize = 1024;
+pub const MAX_PREFETCH: usize = 64;
+
 impl Loader {
+    /// Errors on more than [`MAX_LOADER_THREADS`] threads or [`MAX_PREFETCH`] batches ahead.
     pub fn new(config: &LoaderConfig) -> Result<Self, DataError> {
+        if config.threads > MAX_LOADER_THREADS {
+            return Err(DataError::InvalidConfig {
+                name: "loader threads",
+                value: config.threads,
+                reason: "at most 1024",
+            });
+        }
+        if config.prefetch > MAX_PREFETCH {
+            return Err(DataError::InvalidConfig {
+                name: "prefetch",
+                value: config.prefetch,
+                reason: "at most 64 batches ahead",
+            });
+        }
         let threads = match config.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
@@ -159,7 +178,8 @@ impl Loader {
     /// `positions[0]` (the others follow), which seeds the random views with `seed`.
     ///
     /// Errors: a position outside the split, a crop that does not fit, an unreadable image (the
-    /// first one in batch order; with `skip_unreadable` only when every image fails).
+    /// first one in batch order). With `skip_unreadable`, unreadable images are left out and
+    /// named in [`Batch::skipped`]; the batch may then be empty.
     pub fn batch(
         &self,
         split: &Split,
@@ -232,11 +252,6 @@ impl Loader {
             }
         }
         batch.images.truncate(kept * stride);
-        if kept == 0 && !batch.skipped.is_empty() {
-            return Err(DataError::AllSkipped {
-                last: batch.skipped.pop().unwrap_or_default(),
-            });
-        }
         Ok(batch)
     }
 

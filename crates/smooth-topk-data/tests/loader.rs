@@ -245,6 +245,21 @@ fn bad_files_are_named_and_never_allocate_what_their_header_claims() {
         named(&decode(&path), name);
     }
 
+    // A long, thin image is read through its centre square: nothing larger than the square
+    // (1 x 1 here) is ever made, whatever the requested size.
+    let thin = RgbImage::from_pixel(MAX_FILE_SIDE, 1, Rgb([9, 8, 7]));
+    let thin_path = d.join("thin.png");
+    thin.save(&thin_path).unwrap();
+    assert_eq!(
+        read_image(&thin_path, 4096).unwrap(),
+        [
+            vec![9u8; 4096 * 4096],
+            vec![8; 4096 * 4096],
+            vec![7; 4096 * 4096]
+        ]
+        .concat()
+    );
+
     let missing = d.join("missing.png");
     assert!(matches!(decode(&missing), DataError::MissingFile { .. }));
 }
@@ -287,13 +302,30 @@ fn unreadable_images_stop_a_batch_or_are_skipped_and_reported() {
     let floats: usize = batches.iter().map(|b| b.images.len()).sum();
     assert_eq!(floats, expected.len() * 3 * 16 * 16);
 
-    // A batch of nothing but bad images is an error even when skipping.
+    // A batch of nothing but bad images is empty when skipping, and names them.
     let only_bad: Vec<usize> = train
         .iter()
         .enumerate()
         .filter(|(_, (path, _))| *path == bad)
         .map(|(i, _)| i)
         .collect();
-    let err = loader(true).batch(&split, &only_bad, 0, &v, 0).unwrap_err();
-    assert!(matches!(err, DataError::AllSkipped { .. }), "{err}");
+    let batch = loader(true).batch(&split, &only_bad, 0, &v, 0).unwrap();
+    assert!(batch.is_empty() && batch.images.is_empty());
+    assert_eq!(batch.skipped.len(), 1);
+    // Loader settings that cannot be meant are refused.
+    for config in [
+        LoaderConfig {
+            threads: 5000,
+            ..LoaderConfig::default()
+        },
+        LoaderConfig {
+            prefetch: 1_000_000_000_000,
+            ..LoaderConfig::default()
+        },
+    ] {
+        assert!(matches!(
+            Loader::new(&config),
+            Err(DataError::InvalidConfig { .. })
+        ));
+    }
 }

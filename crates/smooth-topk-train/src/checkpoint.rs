@@ -488,8 +488,12 @@ pub fn write_json<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<(), T
 /// then flushes the directory: readers see the old file or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     use std::io::Write;
+    // A name of this process and call: two writers (which the locks exclude) still could not
+    // mix their bytes in one temporary file.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
+    name.push(format!(".{}.{call}.tmp", std::process::id()));
     let tmp = path.with_file_name(name);
     let mut file = fs::File::create(&tmp).map_err(|e| TrainError::io(&tmp, e))?;
     file.write_all(bytes)

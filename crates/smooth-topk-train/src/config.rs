@@ -230,8 +230,11 @@ impl TrainConfig {
         let bad =
             |what: &str, value: String| Err(TrainError::InvalidConfig(format!("{what} = {value}")));
         let positive_rate = |r: f64| r.is_finite() && r > 0.0;
-        if self.epochs == 0 {
-            return bad("epochs", "0 (must be at least 1)".into());
+        if self.epochs == 0 || self.epochs > MAX_EPOCHS {
+            return bad(
+                "epochs",
+                format!("{} (must be in 1..={MAX_EPOCHS})", self.epochs),
+            );
         }
         if self.batch_size == 0 {
             return bad("batch size", "0 (must be at least 1)".into());
@@ -247,6 +250,13 @@ impl TrainConfig {
         }
         if let Some(r) = self.lr_restarts.iter().find(|r| !positive_rate(r.lr)) {
             return bad("learning rate", format!("{} (must be > 0)", r.lr));
+        }
+        let epochs: Vec<usize> = self.lr_restarts.iter().map(|r| r.from_epoch).collect();
+        if epochs.windows(2).any(|w| w[0] >= w[1]) || epochs.first() == Some(&0) {
+            return bad(
+                "lr_restarts",
+                format!("{epochs:?} (first epochs must be increasing, from 1)"),
+            );
         }
         if !positive_rate(self.lr_decay) {
             return bad(
@@ -301,6 +311,9 @@ impl TrainConfig {
         self.loss.build().map(|_| ())
     }
 }
+
+/// Most epochs of a run (a sanity bound).
+pub const MAX_EPOCHS: usize = 100_000;
 
 /// Largest batch (a sanity bound: 65536 ImageNet crops are 39 GB of floats).
 pub const MAX_BATCH: usize = 65_536;

@@ -64,6 +64,25 @@ pub fn evaluate_checkpoint(
     loader: &Loader,
 ) -> Result<EvalResult, TrainError> {
     let meta = checkpoint::read_meta(dir)?;
+    // Everything read from meta.json is checked before anything is built from it.
+    meta.config.validate()?;
+    let view = &meta.view;
+    let bad_meta = |what: String| TrainError::record(&dir.join("meta.json"), what);
+    if view.crop != meta.config.data.crop
+        || view.pad > view.crop
+        || view.image_size > smooth_topk_data::MAX_IMAGE_SIZE
+    {
+        return Err(bad_meta(format!(
+            "view {view:?} does not match the configuration's crop {}",
+            meta.config.data.crop
+        )));
+    }
+    if !(2..=1 << 16).contains(&meta.classes) {
+        return Err(bad_meta(format!(
+            "{} classes (2 to 65536 expected)",
+            meta.classes
+        )));
+    }
     let mut config = meta.config.clone();
     if let Some(source) = &request.source {
         config.data.source = source.clone();

@@ -52,8 +52,13 @@ impl Console {
 }
 
 fn split(name: &str, m: &SplitMetrics, k: usize) -> String {
+    let skipped = if m.skipped > 0 {
+        format!(" ({} unreadable skipped)", m.skipped)
+    } else {
+        String::new()
+    };
     format!(
-        "{name} loss {:.4} top-1 {:5.2}% top-{k} {:5.2}%",
+        "{name} loss {:.4} top-1 {:5.2}% top-{k} {:5.2}%{skipped}",
         m.loss,
         m.top(1),
         m.top(k)

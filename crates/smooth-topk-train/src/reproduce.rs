@@ -23,7 +23,7 @@ use plotters::style::{RGBColor, BLUE, GREEN, RED};
 use serde::{Deserialize, Serialize};
 use smooth_topk_data::Loader;
 
-use crate::checkpoint::{create_dir, read_json, write_atomic, write_json};
+use crate::checkpoint::{read_json, write_atomic, write_json, RunLock};
 use crate::config::{LossKind, TrainConfig};
 use crate::data::{self, DataCache};
 use crate::protocol::Protocol;
@@ -172,6 +172,9 @@ pub struct Row {
     pub train_top1_last: f64,
     pub train_true_top1_last: f64,
     pub seeds: usize,
+    /// Seeds whose run of the chosen rate diverged (left out of the statistics).
+    #[serde(default)]
+    pub diverged_seeds: Vec<u64>,
     /// The directory of the first seed's run.
     pub first_run: PathBuf,
 }
@@ -231,7 +234,8 @@ pub fn run_grid(
             }
         }
     }
-    create_dir(out)?;
+    // One process per grid: the cells lock their own directories, the grid its own files.
+    let lock = RunLock::acquire(out)?;
     write_json(&out.join("grid.json"), grid)?;
     let started = Instant::now();
     let mut cache = DataCache::default();
@@ -284,6 +288,7 @@ pub fn run_grid(
                 None => (config.lr, None),
             };
             let mut runs = Vec::new();
+            let mut diverged_seeds = Vec::new();
             for &seed in &grid.seeds {
                 let (dir, cell) = match (&selection_run, seed == first) {
                     (Some(run), true) => run.clone(),
@@ -291,14 +296,20 @@ pub fn run_grid(
                 };
                 match cell {
                     Cell::Done(results) => runs.push((dir, *results)),
-                    Cell::Diverged(why) => {
-                        return Err(TrainError::InvalidConfig(format!(
-                            "the chosen learning rate {lr} diverged with seed {seed}: {why}"
-                        )))
-                    }
+                    Cell::Diverged(_) => diverged_seeds.push(seed),
                 }
             }
-            rows.push(row(level, base, lr, trials, &runs, k)?);
+            if runs.is_empty() {
+                return Err(TrainError::InvalidConfig(format!(
+                    "the chosen learning rate {lr} diverged with every seed for {} at {} {}",
+                    config.loss.kind.name(),
+                    grid.experiment.variable(),
+                    level.label()
+                )));
+            }
+            let mut row = row(level, base, lr, trials, &runs, k)?;
+            row.diverged_seeds = diverged_seeds;
+            rows.push(row);
         }
     }
     let results = GridResults {
@@ -308,6 +319,7 @@ pub fn run_grid(
         run_seconds,
     };
     write_outputs(out, &results, info, started.elapsed().as_secs_f64())?;
+    drop(lock);
     Ok(results)
 }
 
@@ -396,6 +408,7 @@ fn row(
         train_top1_last: last.0 / n,
         train_true_top1_last: last.1 / n,
         seeds: runs.len(),
+        diverged_seeds: Vec::new(),
         first_run: runs.first().map(|(d, _)| d.clone()).unwrap_or_default(),
     })
 }
@@ -441,6 +454,7 @@ fn run_cell(
         Ok(results) => Ok(Cell::Done(Box::new(results))),
         Err(e @ TrainError::Diverged { .. }) => {
             let why = e.to_string();
+            let _lock = RunLock::acquire(dir)?;
             write_json(&diverged, &why)?;
             Ok(Cell::Diverged(why))
         }
@@ -469,7 +483,8 @@ fn other_run(dir: &Path) -> TrainError {
 }
 
 /// Prints the estimated time of the cells still to run, from a training step and an
-/// evaluation pass measured now on this machine (on random inputs: data loading excluded).
+/// evaluation pass of each loss's configuration measured now on this machine (on random
+/// inputs: data loading excluded). Steps already taken by interrupted runs are left out.
 fn estimate(
     grid: &Grid,
     out: &Path,
@@ -477,36 +492,48 @@ fn estimate(
     cache: &mut DataCache,
     say: &mut dyn FnMut(&str),
 ) -> Result<(), TrainError> {
-    let mut steps = 0f64;
-    let mut evaluations = 0f64;
+    /// Work still to do for one loss configuration.
+    struct Work {
+        config: TrainConfig,
+        classes: usize,
+        steps: f64,
+        evaluations: f64,
+    }
+    let mut work: Vec<Work> = Vec::new();
     let mut cells = 0usize;
-    let mut measured: Option<(TrainConfig, usize)> = None;
-    for &level in &grid.levels {
-        for base in &grid.configs {
+    for (c, base) in grid.configs.iter().enumerate() {
+        for &level in &grid.levels {
             let mut config = base.clone();
             level.apply(&mut config);
             let data = data::load(&config.data, config.seed, loader, cache)?;
-            let finished = |lr: f64, seed: u64| -> Option<Cell> {
+            let dir = |lr: f64, seed: u64| {
                 let mut c = config.clone();
                 c.lr = lr;
                 c.seed = seed;
-                read_cell(&cell_dir(out, level, &c))
+                cell_dir(out, level, &c)
             };
             let (first, later) = (grid.seeds[0], &grid.seeds[1..]);
-            // The selection runs, then the chosen rate's other seeds (the chosen rate is known
-            // once every selection run has finished).
-            let unfinished = if grid.lr_grid.is_empty() {
-                grid.seeds
-                    .iter()
-                    .filter(|&&s| finished(config.lr, s).is_none())
-                    .count()
+            // The cells to run: the selection runs, then the chosen rate's other seeds (the
+            // chosen rate is known once every selection run has finished; until then, the
+            // other seeds count as still to run).
+            let mut todo: Vec<PathBuf> = Vec::new();
+            let mut extra = 0usize;
+            if grid.lr_grid.is_empty() {
+                todo.extend(grid.seeds.iter().map(|&s| dir(config.lr, s)));
             } else {
-                let done: Vec<Option<Cell>> =
-                    grid.lr_grid.iter().map(|&lr| finished(lr, first)).collect();
-                let left = done.iter().filter(|d| d.is_none()).count();
-                if left > 0 {
-                    left + later.len()
-                } else {
+                let done: Vec<Option<Cell>> = grid
+                    .lr_grid
+                    .iter()
+                    .map(|&lr| read_cell(&dir(lr, first)))
+                    .collect();
+                todo.extend(
+                    grid.lr_grid
+                        .iter()
+                        .zip(&done)
+                        .filter(|(_, d)| d.is_none())
+                        .map(|(&lr, _)| dir(lr, first)),
+                );
+                if todo.is_empty() {
                     let trials: Vec<LrTrial> = grid
                         .lr_grid
                         .iter()
@@ -514,11 +541,26 @@ fn estimate(
                         .filter_map(|(&lr, d)| d.as_ref().map(|r| trial(lr, r)))
                         .collect();
                     let lr = select_lr(&trials).map_or(config.lr, |i| trials[i].lr);
-                    later.iter().filter(|&&s| finished(lr, s).is_none()).count()
+                    todo.extend(later.iter().map(|&s| dir(lr, s)));
+                } else {
+                    extra = later.len();
                 }
-            };
-            let batches = data.train.len().div_ceil(config.batch_size) as f64;
-            let epochs = config.epochs as f64;
+            }
+            todo.retain(|d| read_cell(d).is_none());
+            let batches = data.train.len().div_ceil(config.batch_size).max(1);
+            // A step limit ends a run early (after its epoch's evaluation).
+            let total = config.epochs.saturating_mul(batches);
+            let per_run = config.max_steps.map_or(total, |m| m.min(total));
+            let done_steps: usize = todo
+                .iter()
+                .filter_map(|d| {
+                    read_json::<crate::checkpoint::RunState>(&d.join("checkpoint/state.json")).ok()
+                })
+                .map(|state| state.steps_done.min(per_run))
+                .sum();
+            let runs = todo.len() + extra;
+            let steps = (runs as f64) * per_run as f64 - done_steps as f64;
+            let epochs = steps / batches as f64;
             let per_epoch_eval = data.valid.len()
                 + if config.test_every_epoch {
                     data.test.len()
@@ -526,33 +568,46 @@ fn estimate(
                     0
                 };
             let crops = if config.data.ten_crop { 10 } else { 1 };
-            let final_eval = 2 * crops * (data.valid.len() + data.test.len());
-            steps += unfinished as f64 * epochs * batches;
-            evaluations += unfinished as f64 * (epochs * per_epoch_eval as f64 + final_eval as f64);
-            cells += unfinished;
-            if measured.is_none() {
-                measured = Some((config.clone(), data.classes));
+            let final_eval = (2 * crops * (data.valid.len() + data.test.len())) as f64;
+            let evaluations = epochs * per_epoch_eval as f64 + runs as f64 * final_eval;
+            cells += runs;
+            match work.get_mut(c) {
+                Some(w) => {
+                    w.steps += steps;
+                    w.evaluations += evaluations;
+                }
+                None => work.push(Work {
+                    config,
+                    classes: data.classes,
+                    steps,
+                    evaluations,
+                }),
             }
         }
     }
-    let Some((config, classes)) = measured else {
-        return Ok(());
-    };
     if cells == 0 {
         say("every run of the grid has finished; writing the report");
         return Ok(());
     }
-    let cost = step_bench::measure(&config, classes, 3)?;
-    let total = steps * cost.train_step + evaluations * cost.eval_image;
+    let mut total = 0.0;
+    let mut parts = Vec::new();
+    for w in work.iter().filter(|w| w.steps > 0.0 || w.evaluations > 0.0) {
+        let cost = step_bench::measure(&w.config, w.classes, 3)?;
+        total += w.steps * cost.train_step + w.evaluations * cost.eval_image;
+        parts.push(format!(
+            "{}: {:.0} steps of {:.1} ms, {:.0} evaluated images of {:.2} ms",
+            w.config.loss.kind.name(),
+            w.steps,
+            cost.train_step * 1e3,
+            w.evaluations,
+            cost.eval_image * 1e3
+        ));
+    }
     say(&format!(
-        "estimated time: {} for {cells} runs ({:.0} training steps of {:.1} ms and {:.0} \
-         evaluated images of {:.2} ms, measured just now on random inputs; data loading not \
-         included)",
+        "estimated time: {} for {cells} runs ({}; measured just now on random inputs, data \
+         loading not included)",
         duration(total),
-        steps,
-        cost.train_step * 1e3,
-        evaluations,
-        cost.eval_image * 1e3
+        parts.join("; ")
     ));
     Ok(())
 }
@@ -595,14 +650,18 @@ pub fn markdown(results: &GridResults) -> String {
         } else {
             String::new()
         };
+        let seeds = if r.diverged_seeds.is_empty() {
+            r.seeds.to_string()
+        } else {
+            format!("{} (seeds {:?} diverged)", r.seeds, r.diverged_seeds)
+        };
         writeln!(
             md,
-            "| {level} | {} | {} | {} | {} |{train} {} |",
+            "| {level} | {} | {} | {} | {} |{train} {seeds} |",
             r.kind.name(),
             r.lr,
             r.top1.show(),
             r.topk.show(),
-            r.seeds
         )
         .unwrap();
     }
@@ -984,7 +1043,7 @@ fn write_outputs(
         results
             .rows
             .iter()
-            .map(|r| r.seeds + r.trials.len().saturating_sub(1))
+            .map(|r| r.seeds + r.diverged_seeds.len() + r.trials.len().saturating_sub(1))
             .sum::<usize>(),
         duration(results.run_seconds),
         duration(seconds)

@@ -55,7 +55,7 @@ struct Slot {
 }
 
 /// A batch of random inputs and labels.
-fn random_batch(size: usize, side: usize, classes: usize, seed: u64) -> Batch {
+pub(crate) fn random_batch(size: usize, side: usize, classes: usize, seed: u64) -> Batch {
     let mut rng = StdRng::seed_from_u64(seed);
     let labels: Vec<u16> = (0..size)
         .map(|_| rng.random_range(0..classes) as u16)
@@ -70,7 +70,8 @@ fn random_batch(size: usize, side: usize, classes: usize, seed: u64) -> Batch {
     }
 }
 
-fn bench_view(side: usize) -> View {
+/// Inputs used as they are (no crop, no normalisation).
+pub(crate) fn bench_view(side: usize) -> View {
     View {
         image_size: side,
         crop: side,

@@ -35,6 +35,7 @@ pub fn evaluate(
     let batch_size = (EVAL_BATCH / crops).max(1);
     for batch in loader.stream(split.clone(), order, batch_size, batch_view, 0) {
         let batch = batch?;
+        tally.add_skipped(batch.skipped.len());
         if batch.is_empty() {
             continue;
         }

@@ -167,6 +167,13 @@ pub fn train(
     };
     if let Start::Resume { lr: Some(lr) } = start {
         let from_epoch = saved.as_ref().map_or(0, |s| s.epochs_done) + 1;
+        let steps_done = saved.as_ref().map_or(0, |s| s.steps_done);
+        if config.max_steps.is_some_and(|m| steps_done >= m) {
+            return Err(TrainError::InvalidConfig(format!(
+                "--lr {lr}: the run in {} has taken all its {steps_done} steps (--max-steps)",
+                out.display()
+            )));
+        }
         if from_epoch > config.epochs {
             return Err(TrainError::InvalidConfig(format!(
                 "--lr {lr}: the run in {} has finished all {} epochs",

@@ -233,9 +233,11 @@ impl Replicas {
     ) -> Result<Stepped, TrainError> {
         let len = batch.len();
         let shards = self.shards(batch, view, loss);
-        let mut loaders: Vec<Box<dyn DataLoaderIterator<Shard>>> = shards
-            .into_iter()
-            .map(|shard| Box::new(OneShard(Some(shard))) as Box<dyn DataLoaderIterator<Shard>>)
+        // burn's step asks every worker's loader for an item: the workers without a shard
+        // (a batch smaller than the number of devices) get an empty one.
+        let mut shards = shards.into_iter();
+        let mut loaders: Vec<Box<dyn DataLoaderIterator<Shard>>> = (0..self.count)
+            .map(|_| Box::new(OneShard(shards.next())) as Box<dyn DataLoaderIterator<Shard>>)
             .collect();
         let (outputs, _) = self
             .workers
@@ -296,23 +298,9 @@ mod tests {
     use super::*;
     use crate::config::LossKind;
     use crate::models::ModelKind;
+    use crate::step_bench::{bench_view, random_batch};
     use crate::train::optimizer;
     use burn::module::Module;
-    use rand::rngs::StdRng;
-    use rand::{Rng, SeedableRng};
-
-    fn batch(size: usize, side: usize, classes: usize) -> Batch {
-        let mut rng = StdRng::seed_from_u64(4);
-        let labels: Vec<u16> = (0..size).map(|i| (i % classes) as u16).collect();
-        Batch {
-            images: (0..size * 3 * side * side)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect(),
-            true_labels: labels.clone(),
-            labels,
-            skipped: Vec::new(),
-        }
-    }
 
     fn params(model: &Classifier) -> Vec<f32> {
         let mut all = Vec::new();
@@ -332,13 +320,7 @@ mod tests {
     #[test]
     fn sharded_steps_match_one_device_up_to_rounding() {
         let side = 8;
-        let view = View {
-            image_size: side,
-            crop: side,
-            pad: 0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        };
+        let view = bench_view(side);
         for kind in [LossKind::Ce, LossKind::Svm] {
             let loss = LossConfig {
                 kind,
@@ -359,7 +341,14 @@ mod tests {
                 let mut losses = Vec::new();
                 for _ in 0..3 {
                     match replicas
-                        .step(model, &mut optim, 0.1, batch(13, side, 10), &view, &loss)
+                        .step(
+                            model,
+                            &mut optim,
+                            0.1,
+                            random_batch(13, side, 10, 4),
+                            &view,
+                            &loss,
+                        )
                         .unwrap()
                     {
                         Stepped::Done {
@@ -380,7 +369,8 @@ mod tests {
                 (trained, losses)
             };
             let (one, one_losses) = step_with(1);
-            for workers in [2, 3] {
+            // Three workers for 13 images, and 16 workers: more than the batch has images.
+            for workers in [2, 3, 16] {
                 let (many, many_losses) = step_with(workers);
                 let worst = one
                     .iter()
@@ -401,13 +391,7 @@ mod tests {
     #[test]
     fn a_non_finite_logit_stops_the_step_without_touching_the_model() {
         let side = 8;
-        let view = View {
-            image_size: side,
-            crop: side,
-            pad: 0,
-            mean: [0.0; 3],
-            std: [1.0; 3],
-        };
+        let view = bench_view(side);
         let device = Device::flex().autodiff();
         let replicas = Replicas::new(std::slice::from_ref(&device)).unwrap();
         let model = ModelKind::Mlp.init(10, side, &device);
@@ -416,7 +400,7 @@ mod tests {
             crate::DataSource::Synthetic,
             LossKind::Svm,
         ));
-        let mut bad = batch(4, side, 10);
+        let mut bad = random_batch(4, side, 10, 4);
         bad.images[5] = f32::NAN;
         let loss = LossConfig {
             kind: LossKind::Svm,

@@ -10,6 +10,13 @@ pub struct SplitMetrics {
     pub loss: f64,
     /// `accuracy[j]` is the top-(j+1) accuracy in percent.
     pub accuracy: Vec<f64>,
+    /// Images left out as unreadable (with `--skip-unreadable`); the metrics are of the rest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl SplitMetrics {
@@ -27,6 +34,7 @@ pub(crate) struct Tally {
     correct: Vec<usize>,
     correct_true: Vec<usize>,
     seen: usize,
+    skipped: usize,
 }
 
 impl Tally {
@@ -36,6 +44,7 @@ impl Tally {
             correct: vec![0; k],
             correct_true: vec![0; k],
             seen: 0,
+            skipped: 0,
         }
     }
 
@@ -64,6 +73,11 @@ impl Tally {
         Ok(())
     }
 
+    /// Counts images left out of the split's batches.
+    pub(crate) fn add_skipped(&mut self, count: usize) {
+        self.skipped += count;
+    }
+
     /// Adds a batch's mean loss.
     pub(crate) fn add_loss(&mut self, mean: f64, count: usize) {
         self.loss_sum += mean * count as f64;
@@ -79,6 +93,7 @@ impl Tally {
         SplitMetrics {
             loss: self.loss_sum / self.seen.max(1) as f64,
             accuracy: self.percent(&self.correct),
+            skipped: self.skipped,
         }
     }
 
