@@ -1,0 +1,224 @@
+"""Exact, fast top-k classification losses: the smooth top-k SVM of Berrada, Zisserman and
+Kumar (ICLR 2018), the hard top-k SVM and cross-entropy, computed by the Rust core of
+`smooth-topk` (exact O(nk) losses and gradients, stable in float32 and float64).
+
+NumPy functions (this module)::
+
+    import numpy as np, smooth_topk
+    scores = np.random.randn(256, 1000).astype(np.float32)
+    labels = np.random.randint(0, 1000, 256)
+    value = smooth_topk.loss(scores, labels, k=5, tau=1.0, alpha=1.0)
+    value, grad = smooth_topk.loss_and_grad(scores, labels, k=5)
+    top1_to_top5 = smooth_topk.topk_accuracy(scores, labels, k=5)
+
+PyTorch modules: :mod:`smooth_topk.torch` (``SmoothTopkSVM``, ``SmoothTop1SVM``, ``MaxTopkSVM``,
+``MaxTop1SVM``, with the reference package's arguments).
+
+Scores are ``[batch, n]`` arrays of float32 or float64 (other float dtypes are computed in
+float32); C-contiguous arrays are read in place. Labels are integers in ``0..n``. Every invalid
+input raises ``ValueError`` (a value: k, tau, alpha, a label, a non-finite score, with its
+position) or ``TypeError`` (a type or dtype); the computation releases the interpreter lock and
+runs on all cores, or on ``num_threads``.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _core
+
+__version__ = _core.__version__
+
+__all__ = ["loss", "loss_and_grad", "per_sample", "topk_accuracy", "LOSSES", "REDUCTIONS"]
+
+#: The losses by name: the smooth top-k SVM, the hard top-k SVM, cross-entropy.
+LOSSES = ("svm", "hard-svm", "ce")
+#: How per-sample losses are combined.
+REDUCTIONS = ("mean", "sum", "none")
+
+
+def _scores(scores) -> np.ndarray:
+    """A C-contiguous float32 / float64 view (or copy) of ``scores``, checked to be 2-D."""
+    if not isinstance(scores, np.ndarray):
+        try:
+            scores = np.asarray(scores)
+        except Exception as e:  # noqa: BLE001 - any conversion failure is a type error here
+            raise TypeError(f"scores must be an array of floats, got {type(scores).__name__}") from e
+    if not np.issubdtype(scores.dtype, np.floating):
+        raise TypeError(f"scores must be floats, got dtype {scores.dtype}")
+    if scores.ndim != 2:
+        raise ValueError(f"scores must have shape [batch, n], got {scores.ndim} dimensions {scores.shape}")
+    if scores.dtype not in (np.float32, np.float64):
+        scores = scores.astype(np.float32)
+    return np.ascontiguousarray(scores)
+
+
+def _labels(labels, batch: int) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == np.bool_ or not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels must be integers, got dtype {labels.dtype}")
+    if labels.ndim != 1 or labels.shape[0] != batch:
+        raise ValueError(f"labels must have shape [{batch}] (one per row of scores), got {labels.shape}")
+    if labels.dtype == np.uint64 and labels.size and labels.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"label {labels.max()} is out of range")
+    return np.ascontiguousarray(labels, dtype=np.int64)
+
+
+def _count(name: str, value, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} = {value} is invalid: need {name} >= {minimum}")
+    return int(value)
+
+
+def _real(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def _threads(num_threads):
+    return None if num_threads is None else _count("num_threads", num_threads, 1)
+
+
+def per_sample(
+    scores,
+    labels,
+    *,
+    loss: str = "svm",
+    k: int = 5,
+    tau: float = 1.0,
+    alpha: float = 1.0,
+    reference_hard_switch: bool = False,
+    with_grad: bool = False,
+    num_threads: int | None = None,
+):
+    """Per-sample losses ``[batch]`` (and, with ``with_grad``, each sample's gradient
+    ``[batch, n]``), in the dtype of ``scores`` (float32 or float64).
+
+    ``loss``: ``"svm"`` (smooth top-k SVM ``L_{k,tau}`` with margin ``alpha``), ``"hard-svm"``
+    (``max(0, alpha + (s_[k] - s_y) / k)``) or ``"ce"`` (cross-entropy; ``k``, ``tau``,
+    ``alpha`` unused). ``reference_hard_switch`` applies the PyTorch reference's switch to the
+    hard loss when ``s_[k] - s_[k+1] >= k tau ln 1000`` (for parity studies only).
+    """
+    if loss not in LOSSES:
+        raise ValueError(f"loss {loss!r} is unknown: use one of {LOSSES}")
+    scores = _scores(scores)
+    labels = _labels(labels, scores.shape[0])
+    losses, grad = _core.per_sample(
+        scores,
+        labels,
+        loss,
+        _count("k", k, 1),
+        _real("tau", tau),
+        _real("alpha", alpha),
+        bool(reference_hard_switch),
+        bool(with_grad),
+        _threads(num_threads),
+    )
+    return (losses, grad) if with_grad else losses
+
+
+def _weights(weights, batch: int, dtype) -> np.ndarray | None:
+    if weights is None:
+        return None
+    weights = np.asarray(weights)
+    if not (np.issubdtype(weights.dtype, np.floating) or np.issubdtype(weights.dtype, np.integer)):
+        raise TypeError(f"weights must be numbers, got dtype {weights.dtype}")
+    if weights.shape != (batch,):
+        raise ValueError(f"weights must have shape [{batch}], got {weights.shape}")
+    if not np.all(np.isfinite(weights)):
+        raise ValueError("weights must be finite")
+    return weights.astype(dtype, copy=False)
+
+
+def _reduce(losses: np.ndarray, grad, reduction: str, weights):
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r} is unknown: use one of {REDUCTIONS}")
+    batch = losses.shape[0]
+    if weights is not None:
+        losses = losses * weights
+        if grad is not None:
+            grad = grad * weights[:, None]
+    if reduction == "none":
+        return losses, grad
+    scale = 1.0 if reduction == "sum" else 1.0 / batch
+    value = losses.sum(dtype=np.float64) * scale
+    if grad is not None:
+        grad = grad * np.asarray(scale, dtype=grad.dtype)
+    return value, grad
+
+
+def loss(
+    scores,
+    labels,
+    *,
+    loss: str = "svm",
+    k: int = 5,
+    tau: float = 1.0,
+    alpha: float = 1.0,
+    reduction: str = "mean",
+    weights=None,
+    reference_hard_switch: bool = False,
+    num_threads: int | None = None,
+):
+    """The loss of a batch: a float for ``reduction="mean"`` (default) or ``"sum"``, the
+    per-sample losses for ``"none"``. ``weights`` (one per sample) multiply the per-sample
+    losses before the reduction; ``"mean"`` then divides by the batch size."""
+    losses = per_sample(
+        scores,
+        labels,
+        loss=loss,
+        k=k,
+        tau=tau,
+        alpha=alpha,
+        reference_hard_switch=reference_hard_switch,
+        num_threads=num_threads,
+    )
+    w = _weights(weights, losses.shape[0], losses.dtype)
+    value, _ = _reduce(losses, None, reduction, w)
+    return value if reduction == "none" else float(value)
+
+
+def loss_and_grad(
+    scores,
+    labels,
+    *,
+    loss: str = "svm",
+    k: int = 5,
+    tau: float = 1.0,
+    alpha: float = 1.0,
+    reduction: str = "mean",
+    weights=None,
+    reference_hard_switch: bool = False,
+    num_threads: int | None = None,
+):
+    """``(value, grad)``: the loss as :func:`loss` returns it and its exact gradient with respect
+    to ``scores`` (``[batch, n]``, the dtype of the scores; for ``"none"``, row ``i`` is the
+    gradient of sample ``i``'s loss)."""
+    losses, grad = per_sample(
+        scores,
+        labels,
+        loss=loss,
+        k=k,
+        tau=tau,
+        alpha=alpha,
+        reference_hard_switch=reference_hard_switch,
+        with_grad=True,
+        num_threads=num_threads,
+    )
+    w = _weights(weights, losses.shape[0], losses.dtype)
+    value, grad = _reduce(losses, grad, reduction, w)
+    return (value if reduction == "none" else float(value)), grad
+
+
+def topk_accuracy(scores, labels, k: int = 5, *, num_threads: int | None = None) -> np.ndarray:
+    """Top-1 .. top-k accuracy in [0, 1] (float64 array of length k); ties count against the
+    label."""
+    scores = _scores(scores)
+    labels = _labels(labels, scores.shape[0])
+    correct = _core.topk_correct(scores, labels, _count("k", k, 1), _threads(num_threads))
+    return np.asarray(correct, dtype=np.float64) / scores.shape[0]

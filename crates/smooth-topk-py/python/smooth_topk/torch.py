@@ -1,0 +1,267 @@
+"""PyTorch modules of the top-k losses, with the arguments of the reference package ``topk``
+(oval-group/smooth-topk), so that changing the import is the whole migration::
+
+    # from topk.svm import SmoothTopkSVM
+    from smooth_topk.torch import SmoothTopkSVM
+
+    criterion = SmoothTopkSVM(n_classes=1000, alpha=1.0, tau=0.1, k=5)
+    loss = criterion(logits, targets)      # logits [batch, n_classes], targets [batch]
+    loss.backward()
+
+The exact gradient is computed with the loss in the forward pass (one pass of the Rust core);
+backward scales it by the upstream gradient. The computation is one PyTorch custom operator
+(``torch.ops.smooth_topk.loss_and_grad``, ``torch.ops.smooth_topk.loss``), which
+``torch.compile`` treats as opaque. The modules hold no tensors and no device state, so
+``.to()``, ``.cuda()``, ``.cpu()``, ``DataParallel`` and ``DistributedDataParallel`` need nothing
+from them.
+
+Devices: CPU tensors are read in place. Tensors on other devices (CUDA, MPS) are copied to the
+host, computed there and the results copied back; a warning says so once. Gradients of second
+order are not supported.
+"""
+
+import math
+import numbers
+import warnings
+from typing import Optional
+
+import numpy as np
+import torch
+
+from . import LOSSES, REDUCTIONS, _core
+
+__all__ = ["SmoothTopkSVM", "SmoothTop1SVM", "MaxTopkSVM", "MaxTop1SVM", "topk_loss"]
+
+_warned_devices: set[str] = set()
+
+
+def _host(x: torch.Tensor) -> np.ndarray:
+    """``x`` as a C-contiguous float32 / float64 numpy array on the host."""
+    if x.device.type != "cpu" and x.device.type not in _warned_devices:
+        _warned_devices.add(x.device.type)
+        warnings.warn(
+            f"smooth_topk: {x.device.type} tensors are copied to the host and back for the loss "
+            "(the device kernel is not in this build)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+    x = x.detach()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    return x.cpu().contiguous().numpy()
+
+
+def _compute(x, y, kind, k, tau, alpha, switch, with_grad):
+    scores = _host(x)
+    labels = y.detach().cpu().to(torch.int64).contiguous().numpy()
+    losses, grad = _core.per_sample(scores, labels, kind, k, tau, alpha, switch, with_grad, None)
+    losses = torch.from_numpy(losses).to(device=x.device, dtype=x.dtype)
+    if grad is not None:
+        grad = torch.from_numpy(grad).to(device=x.device, dtype=x.dtype)
+    return losses, grad
+
+
+@torch.library.custom_op("smooth_topk::loss_and_grad", mutates_args=())
+def _loss_and_grad(
+    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, alpha: float, switch: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    losses, grad = _compute(x, y, kind, k, tau, alpha, switch, True)
+    return losses, grad
+
+
+@_loss_and_grad.register_fake
+def _(x, y, kind, k, tau, alpha, switch):
+    return x.new_empty(x.shape[0]), torch.empty_like(x)
+
+
+def _setup_context(ctx, inputs, output):
+    ctx.save_for_backward(output[1])
+
+
+def _backward(ctx, upstream, _upstream_grad):
+    (grad,) = ctx.saved_tensors
+    return upstream.unsqueeze(1) * grad, None, None, None, None, None, None
+
+
+_loss_and_grad.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("smooth_topk::loss", mutates_args=())
+def _loss_only(
+    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, alpha: float, switch: bool
+) -> torch.Tensor:
+    losses, _ = _compute(x, y, kind, k, tau, alpha, switch, False)
+    return losses
+
+
+@_loss_only.register_fake
+def _(x, y, kind, k, tau, alpha, switch):
+    return x.new_empty(x.shape[0])
+
+
+def _check_inputs(x: torch.Tensor, y: torch.Tensor, n_classes: Optional[int]):
+    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        raise TypeError("x and y must be tensors")
+    if not x.is_floating_point():
+        raise TypeError(f"x must be a float tensor, got {x.dtype}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise TypeError(f"y must be an integer tensor of labels, got {y.dtype}")
+    if x.dim() != 2:
+        raise ValueError(f"x must have shape [batch, n_classes], got {tuple(x.shape)}")
+    if n_classes is not None and x.shape[1] != n_classes:
+        raise ValueError(f"x has {x.shape[1]} classes, the loss was built for {n_classes}")
+    if y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have shape [{x.shape[0]}], got {tuple(y.shape)}")
+
+
+def topk_loss(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: str = "svm",
+    k: int = 5,
+    tau: float = 1.0,
+    alpha: float = 1.0,
+    reduction: str = "mean",
+    weight: Optional[torch.Tensor] = None,
+    reference_hard_switch: bool = False,
+) -> torch.Tensor:
+    """The loss of a batch of logits ``x [batch, n]`` against labels ``y [batch]``: ``mean``
+    (default), ``sum`` or ``none`` (per sample). ``weight [batch]`` multiplies the per-sample
+    losses before the reduction (``mean`` still divides by the batch size)."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss {loss!r} is unknown: use one of {LOSSES}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r} is unknown: use one of {REDUCTIONS}")
+    _check_inputs(x, y, None)
+    args = (x, y, loss, int(k), float(tau), float(alpha), bool(reference_hard_switch))
+    if x.requires_grad and torch.is_grad_enabled():
+        losses, _ = _loss_and_grad(*args)
+    else:
+        losses = _loss_only(*args)
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor) or weight.shape != (x.shape[0],):
+            raise ValueError(f"weight must be a tensor of shape [{x.shape[0]}]")
+        losses = losses * weight.to(device=losses.device, dtype=losses.dtype)
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    return losses
+
+
+def _check_n_classes(n_classes) -> int:
+    if isinstance(n_classes, bool) or not isinstance(n_classes, numbers.Integral) or n_classes <= 0:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    return int(n_classes)
+
+
+def _check_alpha(alpha) -> float:
+    alpha = 1.0 if alpha is None else alpha
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not (math.isfinite(alpha) and alpha >= 0):
+        raise ValueError(f"alpha must be a finite number >= 0 (or None for 1), got {alpha!r}")
+    return float(alpha)
+
+
+def _check_tau(tau) -> float:
+    if isinstance(tau, bool) or not isinstance(tau, numbers.Real) or not (math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
+    return float(tau)
+
+
+def _check_k(k, n_classes: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or not 1 <= k < n_classes:
+        raise ValueError(f"k must be an integer with 1 <= k < n_classes = {n_classes}, got {k!r}")
+    return int(k)
+
+
+class _TopkLoss(torch.nn.Module):
+    """Common parts: the class count, the margin, the reduction; no tensors."""
+
+    _kind = "svm"
+
+    def __init__(self, n_classes, alpha=None, k=1, reduction="mean", reference_hard_switch=False):
+        super().__init__()
+        self.n_classes = _check_n_classes(n_classes)
+        self.alpha = _check_alpha(alpha)
+        self.k = _check_k(k, self.n_classes)
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction {reduction!r} is unknown: use one of {REDUCTIONS}")
+        self.reduction = reduction
+        self.reference_hard_switch = bool(reference_hard_switch)
+        self._tau = 1.0
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        _check_inputs(x, y, self.n_classes)
+        return topk_loss(
+            x,
+            y,
+            loss=self._kind,
+            k=self.k,
+            tau=self._tau,
+            alpha=self.alpha,
+            reduction=self.reduction,
+            weight=weight,
+            reference_hard_switch=self.reference_hard_switch,
+        )
+
+    def extra_repr(self) -> str:
+        parts = [f"n_classes={self.n_classes}", f"k={self.k}", f"alpha={self.alpha}"]
+        if self._kind == "svm":
+            parts.append(f"tau={self._tau}")
+        parts.append(f"reduction={self.reduction!r}")
+        return ", ".join(parts)
+
+
+class _SmoothLoss(_TopkLoss):
+    @property
+    def tau(self) -> float:
+        """The temperature; assignments are validated (annealing schedules set it per epoch)."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, tau) -> None:
+        self._tau = _check_tau(tau)
+
+
+class SmoothTopkSVM(_SmoothLoss):
+    """The smooth top-k SVM ``L_{k,tau}`` (Berrada et al., ICLR 2018) with margin ``alpha``:
+    ``tau log(1 + exp(alpha/tau) sigma_k(e') / (e_y sigma_{k-1}(e')))`` with
+    ``e_j = exp(x_j / (k tau))`` and ``e'`` the entries other than the label's. Arguments as the
+    reference's ``topk.svm.SmoothTopkSVM(n_classes, alpha=None, tau=1., k=5)``; ``alpha=None``
+    means 1. The reference switches samples to the hard loss when their top scores are far
+    apart; here that is ``reference_hard_switch=True`` (off: the exact loss needs no switch)."""
+
+    _kind = "svm"
+
+    def __init__(self, n_classes, alpha=None, tau=1.0, k=5, *, reduction="mean", reference_hard_switch=False):
+        super().__init__(n_classes, alpha, k, reduction, reference_hard_switch)
+        self.tau = tau
+
+
+class SmoothTop1SVM(SmoothTopkSVM):
+    """The smooth top-1 SVM: ``SmoothTopkSVM`` with ``k = 1``, i.e.
+    ``tau logsumexp((x + alpha [j != y] - x_y) / tau)``. Arguments as the reference's
+    ``topk.svm.SmoothTop1SVM(n_classes, alpha=None, tau=1.)``."""
+
+    def __init__(self, n_classes, alpha=None, tau=1.0, *, reduction="mean", reference_hard_switch=False):
+        super().__init__(n_classes, alpha, tau, 1, reduction=reduction, reference_hard_switch=reference_hard_switch)
+
+
+class MaxTopkSVM(_TopkLoss):
+    """The hard top-k SVM ``max(0, alpha + (x_[k] - x_y) / k)`` (``x_[k]``: the k-th largest score
+    of the other classes) with its subgradient. Arguments as the reference's
+    ``topk.svm.MaxTopkSVM(n_classes, alpha=None, k=5)``."""
+
+    _kind = "hard-svm"
+
+    def __init__(self, n_classes, alpha=None, k=5, *, reduction="mean"):
+        super().__init__(n_classes, alpha, k, reduction)
+
+
+class MaxTop1SVM(MaxTopkSVM):
+    """The hard top-1 SVM (the multiclass hinge loss). Arguments as the reference's
+    ``topk.svm.MaxTop1SVM(n_classes, alpha=None)``."""
+
+    def __init__(self, n_classes, alpha=None, *, reduction="mean"):
+        super().__init__(n_classes, alpha, 1, reduction=reduction)
