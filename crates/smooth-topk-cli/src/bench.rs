@@ -1,6 +1,8 @@
-//! `smooth-topk bench`: forward and forward+backward time of each loss against cross-entropy on
-//! the same random scores, single thread and all threads, as medians and ratios measured in one
-//! run; then the float32-against-float64 error of the smooth loss over score scales.
+//! `smooth-topk bench`: forward and forward+backward time of each loss against this project's
+//! cross-entropy and PyTorch's on the same random scores, single thread and all threads, as
+//! medians and ratios measured in one run, with nanoseconds per score and the time a plain copy
+//! of the same bytes takes (the floor no loss can beat: it must read every score and write every
+//! gradient entry).
 
 use crate::losses::{self, LossName};
 use crate::output::say;
@@ -10,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::Serialize;
 use smooth_topk::AnyLoss;
-use smooth_topk::{Loss, SmoothTopkSvm};
+use smooth_topk::Loss;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -43,17 +45,25 @@ pub struct BenchArgs {
     /// Seed of the random scores.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Skip the stability table.
+    /// The Python that times PyTorch's cross-entropy on the same scores (skipped, with a note,
+    /// if it cannot import torch).
+    #[arg(long, default_value = "python3")]
+    python: String,
+    /// Do not time PyTorch.
     #[arg(long)]
-    no_stability: bool,
+    no_torch: bool,
     /// Also write the timings as a JSON array of records to this file.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
+/// The script that times PyTorch's cross-entropy (also usable alone, with `--reference`).
+const TORCH_SCRIPT: &str = include_str!("../../../scripts/bench_reference.py");
+
 /// One timing, in the record format of `--json`.
 #[derive(Serialize, Debug, Clone)]
 struct Record {
+    /// A loss of this project, `torch-ce`, or `copy` (the memory floor).
     loss: &'static str,
     n: usize,
     batch: usize,
@@ -62,6 +72,90 @@ struct Record {
     threads: usize,
     pass: &'static str,
     median_ms: f64,
+    ns_per_score: f64,
+}
+
+/// Files holding one batch for the PyTorch script, removed when dropped.
+struct BatchFiles {
+    scores: PathBuf,
+    labels: PathBuf,
+}
+
+impl BatchFiles {
+    fn write(scores: &[f32], labels: &[usize]) -> Result<Self, String> {
+        let stem = std::env::temp_dir().join(format!(
+            "smooth-topk-bench-{}-{}",
+            std::process::id(),
+            scores.len()
+        ));
+        let files = BatchFiles {
+            scores: stem.with_extension("f32"),
+            labels: stem.with_extension("i64"),
+        };
+        let bytes: Vec<u8> = scores.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&files.scores, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", files.scores.display()))?;
+        let bytes: Vec<u8> = labels
+            .iter()
+            .flat_map(|&v| (v as i64).to_le_bytes())
+            .collect();
+        std::fs::write(&files.labels, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", files.labels.display()))?;
+        Ok(files)
+    }
+}
+
+impl Drop for BatchFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.scores);
+        let _ = std::fs::remove_file(&self.labels);
+    }
+}
+
+/// PyTorch's cross-entropy (forward, forward + backward) in ms on the batch in `files`, or why
+/// it could not be timed.
+fn torch_ce(
+    python: &str,
+    files: &BatchFiles,
+    (batch, n, threads): (usize, usize, usize),
+    min_time_ms: u64,
+) -> Result<(f64, f64, String), String> {
+    let out = std::process::Command::new(python)
+        .arg("-c")
+        .arg(TORCH_SCRIPT)
+        .args(["--batch", &batch.to_string(), "--n", &n.to_string()])
+        .args(["--threads", &threads.to_string()])
+        .args(["--min-time-ms", &min_time_ms.to_string()])
+        .arg("--scores")
+        .arg(&files.scores)
+        .arg("--labels")
+        .arg(&files.labels)
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times = (None, None, String::new());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| format!("{python}: bad output {line:?}: {e}"))?;
+        if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+            return Err(e.to_string());
+        }
+        let ms = v.get("median_ms").and_then(|m| m.as_f64());
+        times.2 = v.get("torch").and_then(|t| t.as_str()).unwrap_or("").into();
+        match v.get("pass").and_then(|p| p.as_str()) {
+            Some("forward") => times.0 = ms,
+            Some("forward+backward") => times.1 = ms,
+            _ => {}
+        }
+    }
+    match times {
+        (Some(f), Some(b), version) => Ok((f, b, version)),
+        _ => Err(format!(
+            "{python} gave no timings (exit status {}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
 }
 
 fn random_batch(rng: &mut StdRng, batch: usize, n: usize, std: f64) -> (Vec<f32>, Vec<usize>) {
@@ -154,23 +248,62 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
 
     say(&format!(
         "smooth-topk bench: batch {}, k = {}, alpha = {}, f32 scores ~ N(0, {}^2), median of \
-         >= 5 runs; ratio = time / this project's cross-entropy time in the same setting (f64 \
-         arithmetic, libm exp)",
+         >= 5 runs; \"/ ce\": time over this project's cross-entropy in the same setting; \
+         \"/ torch\": fwd+bwd time over PyTorch's cross-entropy on the same scores and threads \
+         (forward, then forward + backward through autograd); ns/score: fwd+bwd per score",
         args.batch, args.k, args.alpha, args.score_std
     ))?;
     say(&format!(
-        "{:<11} {:>6} {:>5} {:>7} {:>12} {:>8} {:>14} {:>8}",
-        "loss", "n", "tau", "threads", "forward ms", "ratio", "fwd+bwd ms", "ratio"
+        "{:<11} {:>6} {:>5} {:>7} {:>11} {:>6} {:>11} {:>6} {:>8} {:>9}",
+        "loss",
+        "n",
+        "tau",
+        "threads",
+        "forward ms",
+        "/ ce",
+        "fwd+bwd ms",
+        "/ ce",
+        "/ torch",
+        "ns/score"
     ))?;
+    let mut torch_note = None;
+    let mut torch_version = String::new();
     for &n in &args.n {
         if n <= args.k {
             return Err(format!("n = {n} needs to exceed k = {}", args.k));
         }
         let (scores, labels) = random_batch(&mut rng, args.batch, n, args.score_std);
+        let files = if args.no_torch || torch_note.is_some() {
+            None
+        } else {
+            Some(BatchFiles::write(&scores, &labels)?)
+        };
         let mut losses = vec![0f32; args.batch];
         let mut grad = vec![0f32; args.batch * n];
+        let count = (args.batch * n) as f64;
         for (pool, &threads) in pools.iter().zip(&thread_counts) {
+            let torch = match &files {
+                Some(files) if torch_note.is_none() => {
+                    match torch_ce(
+                        &args.python,
+                        files,
+                        (args.batch, n, threads),
+                        args.min_time_ms,
+                    ) {
+                        Ok(t) => {
+                            torch_version.clone_from(&t.2);
+                            Some(t)
+                        }
+                        Err(e) => {
+                            torch_note = Some(e);
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
             let mut ce_times = (0.0, 0.0);
+            let mut rows = Vec::new();
             for setup in &setups {
                 let (fwd, both) = pool.install(|| {
                     let fwd = median_time(min_time, || {
@@ -190,17 +323,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 if setup.name == LossName::Ce {
                     ce_times = (fwd, both);
                 }
-                say(&format!(
-                    "{:<11} {:>6} {:>5} {:>7} {:>12.4} {:>8.2} {:>14.4} {:>8.2}",
-                    setup.name.as_str(),
-                    n,
-                    setup.tau.map_or("-".to_string(), |t| t.to_string()),
-                    threads,
-                    fwd,
-                    fwd / ce_times.0,
-                    both,
-                    both / ce_times.1
-                ))?;
+                rows.push((setup.name.as_str(), setup.tau, fwd, both));
                 let k = (setup.name != LossName::Ce).then_some(args.k);
                 for (pass, ms) in [("forward", fwd), ("forward+backward", both)] {
                     records.push(Record {
@@ -212,69 +335,99 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                         threads,
                         pass,
                         median_ms: ms,
+                        ns_per_score: ms * 1e6 / count,
                     });
                 }
             }
+            // The floor: read every score and write every gradient entry, nothing else.
+            let copy = pool.install(|| {
+                median_time(min_time, || {
+                    use rayon::prelude::*;
+                    grad.par_chunks_mut(n)
+                        .zip(scores.par_chunks(n))
+                        .for_each(|(g, s)| g.copy_from_slice(s));
+                    std::hint::black_box(&grad);
+                })
+                .as_secs_f64()
+                    * 1e3
+            });
+            if let Some((f, b, _)) = &torch {
+                rows.push(("torch-ce", None, *f, *b));
+                for (pass, ms) in [("forward", *f), ("forward+backward", *b)] {
+                    records.push(Record {
+                        loss: "torch-ce",
+                        n,
+                        batch: args.batch,
+                        k: None,
+                        tau: None,
+                        threads,
+                        pass,
+                        median_ms: ms,
+                        ns_per_score: ms * 1e6 / count,
+                    });
+                }
+            }
+            records.push(Record {
+                loss: "copy",
+                n,
+                batch: args.batch,
+                k: None,
+                tau: None,
+                threads,
+                pass: "forward+backward",
+                median_ms: copy,
+                ns_per_score: copy * 1e6 / count,
+            });
+            for (name, tau, fwd, both) in rows {
+                let vs_torch = torch
+                    .as_ref()
+                    .map_or("-".to_string(), |t| format!("{:.2}", both / t.1));
+                say(&format!(
+                    "{:<11} {:>6} {:>5} {:>7} {:>11.4} {:>6.2} {:>11.4} {:>6.2} {:>8} {:>9.2}",
+                    name,
+                    n,
+                    tau.map_or("-".to_string(), |t| t.to_string()),
+                    threads,
+                    fwd,
+                    fwd / ce_times.0,
+                    both,
+                    both / ce_times.1,
+                    vs_torch,
+                    both * 1e6 / count
+                ))?;
+            }
+            let bytes = count * 8.0;
+            say(&format!(
+                "{:<11} {:>6} {:>5} {:>7} {:>11} {:>6} {:>11.4} {:>6.2} {:>8} {:>9.2}   \
+                 reading the scores and writing the gradient ({:.1} MB) at {:.1} GB/s",
+                "copy",
+                n,
+                "-",
+                threads,
+                "-",
+                "-",
+                copy,
+                copy / ce_times.1,
+                "-",
+                copy * 1e6 / count,
+                bytes / 1e6,
+                bytes / (copy * 1e6)
+            ))?;
         }
+    }
+    match (&torch_note, args.no_torch) {
+        (_, true) => say("PyTorch: not timed (--no-torch)")?,
+        (Some(e), _) => say(&format!("PyTorch: not timed ({e})"))?,
+        (None, _) => say(&format!(
+            "PyTorch {torch_version} through {} (scripts/bench_reference.py, on the same scores)",
+            args.python
+        ))?,
     }
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&records).map_err(|e| e.to_string())?;
         smooth_topk_train::checkpoint::write_atomic(path, text.as_bytes())
             .map_err(|e| format!("cannot write {e}"))?;
         say(&format!("timings written to {}", path.display()))?;
-    }
-    if !args.no_stability {
-        stability(args, &mut rng)?;
-    }
-    Ok(())
-}
-
-/// Max error of float32 storage against float64 for the smooth loss, per score scale.
-fn stability(args: &BenchArgs, rng: &mut StdRng) -> Result<(), String> {
-    let (batch, n) = (64usize, 1000usize);
-    say("")?;
-    say(&format!(
-        "stability: smooth top-{} SVM, float32 against float64 on the same (f32-rounded) scores, \
-         batch {batch} x n {n}, scores ~ scale * N(0, 1)",
-        args.k
-    ))?;
-    say(&format!(
-        "{:>8} {:>6} {:>16} {:>16} {:>10}",
-        "scale", "tau", "max loss rel err", "max grad err", "non-finite"
-    ))?;
-    for &tau in &args.tau {
-        let loss = SmoothTopkSvm::new(args.k, tau, args.alpha).map_err(|e| e.to_string())?;
-        for exp in -4..=4 {
-            let scale = 10f64.powi(exp);
-            let (s32, labels) = random_batch(rng, batch, n, scale);
-            let s64: Vec<f64> = s32.iter().map(|&v| f64::from(v)).collect();
-            let (mut l32, mut g32) = (vec![0f32; batch], vec![0f32; batch * n]);
-            let (mut l64, mut g64) = (vec![0f64; batch], vec![0f64; batch * n]);
-            loss.loss_and_grad_per_sample(&s32, &labels, n, &mut l32, &mut g32)
-                .map_err(|e| e.to_string())?;
-            loss.loss_and_grad_per_sample(&s64, &labels, n, &mut l64, &mut g64)
-                .map_err(|e| e.to_string())?;
-            let mut loss_err = 0f64;
-            let mut grad_err = 0f64;
-            let mut non_finite = 0usize;
-            for b in 0..batch {
-                let want = l64[b];
-                non_finite += usize::from(!l32[b].is_finite());
-                loss_err = loss_err.max((f64::from(l32[b]) - want).abs() / want.abs().max(1e-30));
-                let rows = (&g32[b * n..(b + 1) * n], &g64[b * n..(b + 1) * n]);
-                let gmax = rows.1.iter().fold(0f64, |m, v| m.max(v.abs()));
-                let diff = rows.0.iter().zip(rows.1).fold(0f64, |m, (a, w)| {
-                    non_finite += usize::from(!a.is_finite());
-                    m.max((f64::from(*a) - w).abs())
-                });
-                if gmax > 0.0 {
-                    grad_err = grad_err.max(diff / gmax);
-                }
-            }
-            say(&format!(
-                "{scale:>8.0e} {tau:>6} {loss_err:>16.2e} {grad_err:>16.2e} {non_finite:>10}"
-            ))?;
-        }
     }
     Ok(())
 }

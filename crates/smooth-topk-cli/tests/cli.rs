@@ -198,41 +198,78 @@ fn metrics_report_top_k_accuracy() {
     assert_eq!(acc, vec![0.5, 1.0, 1.0]);
 }
 
-#[test]
-fn bench_prints_tables_and_json_records() {
-    let path = std::env::temp_dir().join(format!("smooth-topk-bench-{}.json", std::process::id()));
-    let o = run(
-        &[
-            "bench",
-            "--batch",
-            "8",
-            "--n",
-            "20,50",
-            "--tau",
-            "1",
-            "--min-time-ms",
-            "1",
-            "--threads",
-            "2",
-            "--json",
-            path.to_str().unwrap(),
-        ],
-        "",
-    );
+/// `bench` on a small batch with the given extra flags: its stdout and JSON records.
+fn bench_records(extra: &[&str], tag: &str) -> (String, Vec<serde_json::Value>) {
+    let path = std::env::temp_dir().join(format!(
+        "smooth-topk-bench-{}-{tag}.json",
+        std::process::id()
+    ));
+    let mut args = vec![
+        "bench",
+        "--batch",
+        "8",
+        "--n",
+        "20,50",
+        "--tau",
+        "1",
+        "--min-time-ms",
+        "1",
+        "--threads",
+        "2",
+        "--json",
+        path.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args, "");
     assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    assert!(out.contains("svm ") && out.contains("stability"));
     let records: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     std::fs::remove_file(&path).ok();
-    // 2 n x 2 thread counts x 3 losses x 2 passes.
-    assert_eq!(records.len(), 24);
+    (stdout(&o), records)
+}
+
+#[test]
+fn bench_prints_tables_and_json_records() {
+    let (out, records) = bench_records(&["--no-torch"], "plain");
+    assert!(out.contains("svm ") && out.contains("copy ") && out.contains("ns/score"));
+    assert!(out.contains("PyTorch: not timed (--no-torch)"));
+    // 2 n x 2 thread counts x (3 losses x 2 passes + the copy floor).
+    assert_eq!(records.len(), 28);
     for r in &records {
-        assert!(["svm", "hard-svm", "ce"].contains(&r["loss"].as_str().unwrap()));
+        assert!(["svm", "hard-svm", "ce", "copy"].contains(&r["loss"].as_str().unwrap()));
         assert!(["forward", "forward+backward"].contains(&r["pass"].as_str().unwrap()));
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
+        assert!(r["ns_per_score"].as_f64().unwrap() > 0.0);
         assert_eq!(r["batch"], 8);
     }
+}
+
+#[test]
+fn bench_times_pytorch_on_the_same_scores_when_it_can() {
+    let has_torch = std::process::Command::new("python3")
+        .args(["-c", "import torch, numpy"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let (out, records) = bench_records(&[], "torch");
+    let torch: Vec<_> = records.iter().filter(|r| r["loss"] == "torch-ce").collect();
+    if has_torch {
+        // 2 n x 2 thread counts x 2 passes.
+        assert_eq!(torch.len(), 8, "{out}");
+        assert!(torch.iter().all(|r| r["median_ms"].as_f64().unwrap() > 0.0));
+        assert!(out.contains("torch-ce ") && out.contains("scripts/bench_reference.py"));
+    } else {
+        assert!(
+            torch.is_empty() && out.contains("PyTorch: not timed ("),
+            "{out}"
+        );
+    }
+    // A Python that does not exist is a note, not a failure.
+    let (out, records) = bench_records(&["--python", "/nonexistent/python"], "missing");
+    assert!(
+        out.contains("PyTorch: not timed (cannot run /nonexistent/python"),
+        "{out}"
+    );
+    assert!(records.iter().all(|r| r["loss"] != "torch-ce"));
 }
 
 #[test]

@@ -64,7 +64,8 @@ fn labels(labels: &PyReadonlyArray1<'_, i64>) -> PyResult<Vec<usize>> {
 }
 
 /// Runs `f` on a rayon pool of `threads` threads (the global pool when `None`); pools are
-/// built once per size and kept.
+/// built once per size and kept. One thread means the calling thread itself: handing the work
+/// to a sleeping pool thread and waiting for it would cost tens of microseconds per call.
 fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyResult<R> {
     let Some(threads) = threads else {
         return Ok(f());
@@ -73,6 +74,22 @@ fn on_pool<R: Send>(threads: Option<usize>, f: impl FnOnce() -> R + Send) -> PyR
         return Err(PyValueError::new_err(format!(
             "num_threads = {threads} is invalid: need 1 to {MAX_THREADS}"
         )));
+    }
+    if threads == 1 {
+        thread_local! {
+            // A pool whose only worker is this thread: `install` runs inline.
+            static HERE: Option<rayon::ThreadPool> = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .use_current_thread()
+                .build()
+                .ok();
+        }
+        return HERE.with(|pool| match pool {
+            Some(pool) => Ok(pool.install(f)),
+            None => Err(PyValueError::new_err(
+                "cannot run on this thread alone (it belongs to a thread pool)",
+            )),
+        });
     }
     static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
     let pool = {

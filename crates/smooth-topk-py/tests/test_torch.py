@@ -241,3 +241,36 @@ def test_no_grad_computes_the_loss_only():
     assert not loss.requires_grad
     torch.testing.assert_close(loss, SmoothTopkSVM(7, k=2)(x.detach(), y))
     assert np.isfinite(float(loss))
+
+
+def _load_example():
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "examples" / "train_torch.py"
+    spec = importlib.util.spec_from_file_location("train_torch", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_example_trains_both_losses_past_chance():
+    results = _load_example().main(["--epochs", "3", "--train", "2000"])
+    for name, (top1, top5) in results.items():
+        # 100 classes: chance is 1% top-1 and 5% top-5.
+        assert top1 > 5 and top5 > 20, (name, top1, top5)
+
+
+def test_the_benchmark_runs_and_reports_every_side(tmp_path, capsys):
+    from smooth_topk import bench
+
+    out = tmp_path / "bench.jsonl"
+    assert bench.main(["--n", "50", "--threads", "1", "--rounds", "1", "--reps", "2", "--devices", "cpu", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| cpu | 1 | 50 | 256 |" in printed
+    import json
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1 and set(rows[0]["ms"]) == {"ce", "ours"} and rows[0]["ours_over_ce"] > 0
+    with pytest.raises(SystemExit):
+        bench.main(["--reference", str(tmp_path)])  # no topk/ package there

@@ -1,6 +1,7 @@
 //! Softmax cross-entropy, written as carefully as the top-k losses it is compared with.
 
-use crate::loss::{max_excluding, sigmoid, softplus, Loss, Workspace};
+use crate::loss::{resize, sigmoid, softplus, Loss, Workspace};
+use crate::simd::{exp_excluding, max_excluding, sum, write_excluding};
 use crate::Scalar;
 
 /// Softmax cross-entropy `ln(sum_j exp(s_j)) - s_y`.
@@ -33,19 +34,15 @@ impl Loss for CrossEntropy {
             }
             return 0.0;
         }
+        // exp(s_j - m) of the other classes; their sum is >= 1 (the largest is exp(0)).
         let exps = &mut ws.values;
-        exps.clear();
-        exps.extend(scores.iter().map(|v| (v.to_f64() - m).exp()));
-        exps[label] = 0.0;
-        let sum: f64 = exps.iter().sum();
-        let r = (m - s_y) + sum.ln();
+        resize(exps, scores.len() - 1);
+        exp_excluding(scores, label, m, 1.0, exps);
+        let total = sum(exps);
+        let r = (m - s_y) + total.ln();
         if let Some(g) = grad {
             let p_other = sigmoid(r);
-            let scale = p_other / sum;
-            for (gi, &e) in g.iter_mut().zip(exps.iter()) {
-                *gi = T::from_f64(e * scale);
-            }
-            g[label] = T::from_f64(-p_other);
+            write_excluding(g, label, -p_other, p_other / total, exps, None);
         }
         softplus(r)
     }

@@ -14,6 +14,7 @@
 //! time while it carries the suffix: one extra multiply-add pass buys the memory bound.
 
 use crate::number::{ExtFloat, PolyNum};
+use crate::simd::{madd, simd_targets};
 
 /// Block length of the checkpointed prefix pass for `n` weights.
 fn block_len(n: usize) -> usize {
@@ -141,10 +142,11 @@ impl<T: PolyNum> PolyScratch<T> {
     }
 }
 
-/// Independent partial products in [`FastScratch::forward`]: each multiply-add depends on the
-/// previous weight's, so one chain runs at the latency of the FPU; four interleaved chains
-/// run at its throughput.
-const LANES: usize = 4;
+/// Independent partial products in [`FastScratch::forward`] and weights per step of the
+/// leave-one-out recursion: each multiply-add of a chain depends on the previous weight's, so one
+/// chain runs at the latency of the FPU; eight interleaved chains fill one AVX-512 register (two
+/// AVX2 registers) per degree and run at its throughput.
+const LANES: usize = 8;
 
 /// Up to this many unstable weights, [`FastScratch::inclusion`] forms their leave-one-out
 /// polynomials directly instead of by the blocked prefix/suffix pass.
@@ -158,19 +160,50 @@ pub(crate) struct FastScratch {
     pub(crate) weights: Vec<f64>,
     /// `sigma_0..=k` of all weights, set by [`FastScratch::forward`].
     pub(crate) full: Vec<f64>,
-    lanes: Vec<f64>,
+    lanes: Vec<[f64; LANES]>,
     tmp: Vec<f64>,
+    loo: Vec<f64>,
+    /// `P_k(i)` and `P_{k-1}(i)` per weight, set by [`FastScratch::inclusion_into`].
+    pub(crate) p_k: Vec<f64>,
+    pub(crate) p_k1: Vec<f64>,
     unstable: Vec<usize>,
     stable_weights: Vec<f64>,
     rest: Vec<f64>,
     exact: PolyScratch<f64>,
 }
 
+/// The lane products of [`product_of_linear_factors`] for `KK = k + 1` coefficients, with the
+/// state in a local array; written to `lanes` (length `KK`) at the end.
+#[inline(always)]
+fn lanes_fixed<const KK: usize, const FMA: bool>(weights: &[f64], lanes: &mut [[f64; LANES]]) {
+    let mut acc = [[0.0; LANES]; KK];
+    acc[0] = [1.0; LANES];
+    let chunks = weights.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
+        for j in (1..KK).rev() {
+            let prev = acc[j - 1];
+            let cur = &mut acc[j];
+            for l in 0..LANES {
+                cur[l] = madd::<FMA>(w[l], prev[l], cur[l]);
+            }
+        }
+    }
+    for &w in tail {
+        for j in (1..KK).rev() {
+            acc[j][0] += w * acc[j - 1][0];
+        }
+    }
+    lanes.copy_from_slice(&acc);
+}
+
+simd_targets! {
 /// `out[j] = sigma_j(weights)`, `j = 0..=k`, in `LANES` interleaved chains when k is small.
 fn product_of_linear_factors(
     weights: &[f64],
     k: usize,
-    lanes: &mut Vec<f64>,
+    lanes: &mut Vec<[f64; LANES]>,
     tmp: &mut Vec<f64>,
     out: &mut Vec<f64>,
 ) {
@@ -185,39 +218,117 @@ fn product_of_linear_factors(
         }
         return;
     }
-    // Lane-minor layout (coefficient j of lane l at j * LANES + l), so that one degree of all
-    // lanes is updated by the same vector instructions.
+    // One array of LANES coefficients per degree, so that one degree of all lanes is updated by
+    // the same vector instructions; for the common small k the whole state is a fixed-size
+    // array the compiler keeps in registers.
+    const FMA: bool = multiversion::target::selected_target!().supports_feature_str("fma");
     lanes.clear();
-    lanes.resize(LANES * kk, 0.0);
-    lanes[..LANES].fill(1.0);
-    let chunks = weights.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
-        for j in (1..kk).rev() {
-            let (lower, upper) = lanes.split_at_mut(j * LANES);
-            let prev = &lower[(j - 1) * LANES..];
-            for l in 0..LANES {
-                upper[l] += w[l] * prev[l];
+    lanes.resize(kk, [0.0; LANES]);
+    match kk {
+        2 => lanes_fixed::<2, FMA>(weights, lanes),
+        3 => lanes_fixed::<3, FMA>(weights, lanes),
+        4 => lanes_fixed::<4, FMA>(weights, lanes),
+        5 => lanes_fixed::<5, FMA>(weights, lanes),
+        6 => lanes_fixed::<6, FMA>(weights, lanes),
+        7 => lanes_fixed::<7, FMA>(weights, lanes),
+        8 => lanes_fixed::<8, FMA>(weights, lanes),
+        9 => lanes_fixed::<9, FMA>(weights, lanes),
+        _ => {
+            lanes[0] = [1.0; LANES];
+            let chunks = weights.chunks_exact(LANES);
+            let tail = chunks.remainder();
+            for chunk in chunks {
+                let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
+                for j in (1..kk).rev() {
+                    let prev = lanes[j - 1];
+                    let cur = &mut lanes[j];
+                    for l in 0..LANES {
+                        cur[l] += w[l] * prev[l];
+                    }
+                }
+            }
+            for &w in tail {
+                for j in (1..kk).rev() {
+                    lanes[j][0] += w * lanes[j - 1][0];
+                }
             }
         }
     }
-    for &w in tail {
-        for j in (1..kk).rev() {
-            lanes[j * LANES] += w * lanes[(j - 1) * LANES];
-        }
-    }
     // out = lane 0 * lane 1 * ... (truncated), one lane at a time through `tmp`.
-    for (j, o) in out.iter_mut().enumerate() {
-        *o = lanes[j * LANES];
+    for (o, lane) in out.iter_mut().zip(lanes.iter()) {
+        *o = lane[0];
     }
+    // Lane l of every degree: indexing by l is the point.
+    #[allow(clippy::needless_range_loop)]
     for l in 1..LANES {
         tmp.clear();
         tmp.extend_from_slice(out);
         for (d, o) in out.iter_mut().enumerate() {
-            *o = (0..=d).map(|i| tmp[i] * lanes[(d - i) * LANES + l]).sum();
+            *o = (0..=d).map(|i| tmp[i] * lanes[d - i][l]).sum();
         }
     }
+}
+}
+
+simd_targets! {
+/// The upward leave-one-out recursion of [`FastScratch::inclusion`] over every weight: writes
+/// `p_k[i] = P_k(i)` and `p_k1[i] = P_{k-1}(i)`, and pushes onto `unstable` (in increasing
+/// order) the weights where the recursion is not stable, whose two entries are then to be
+/// replaced.
+fn stable_inclusion(
+    weights: &[f64],
+    full: &[f64],
+    k: usize,
+    p_k: &mut [f64],
+    p_k1: &mut [f64],
+    unstable: &mut Vec<usize>,
+) {
+    const FMA: bool = multiversion::target::selected_target!().supports_feature_str("fma");
+    let inv_k = 1.0 / full[k];
+    let inv_k1 = 1.0 / full[k - 1];
+    // LANES weights at a time with the same instruction sequence, so it vectorises; the
+    // stability test is kept as a running max of `P_j F_j - F_j / 2` (<= 0 when stable).
+    let chunks = weights.chunks_exact(LANES);
+    let tail_start = weights.len() - chunks.remainder().len();
+    let outs = p_k.chunks_exact_mut(LANES).zip(p_k1.chunks_exact_mut(LANES));
+    for (c, (chunk, (out_k, out_k1))) in chunks.zip(outs).enumerate() {
+        let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
+        let mut l_prev = [1.0; LANES];
+        let mut l_prev2 = [0.0; LANES];
+        let mut excess = [f64::NEG_INFINITY; LANES];
+        for &f in &full[1..k] {
+            let half = 0.5 * f;
+            for l in 0..LANES {
+                let e = madd::<FMA>(w[l], l_prev[l], -half);
+                excess[l] = if e > excess[l] { e } else { excess[l] };
+                l_prev2[l] = l_prev[l];
+                l_prev[l] = madd::<FMA>(-w[l], l_prev[l], f);
+            }
+        }
+        for l in 0..LANES {
+            out_k[l] = w[l] * l_prev[l] * inv_k;
+            out_k1[l] = w[l] * l_prev2[l] * inv_k1;
+        }
+        if excess.iter().any(|&e| e > 0.0) {
+            unstable.extend((0..LANES).filter(|&l| excess[l] > 0.0).map(|l| c * LANES + l));
+        }
+    }
+    for (i, &w) in weights.iter().enumerate().skip(tail_start) {
+        let (mut l_prev, mut l_prev2) = (1.0, 0.0);
+        let mut stable = true;
+        for &f in &full[1..k] {
+            let t = w * l_prev;
+            stable &= t <= 0.5 * f;
+            l_prev2 = l_prev;
+            l_prev = f - t;
+        }
+        p_k[i] = w * l_prev * inv_k;
+        p_k1[i] = w * l_prev2 * inv_k1;
+        if !stable {
+            unstable.push(i);
+        }
+    }
+}
 }
 
 impl FastScratch {
@@ -241,52 +352,28 @@ impl FastScratch {
     /// `P_j(i) <= 1/2` (factor <= 1: the error stays a few ulps times k). Since
     /// `sum_i P_{k-1}(i) = k - 1`, fewer than `2k` weights can fail; those get the exact
     /// cancellation-free prefix/suffix pass, started from the polynomial of all other weights.
+    #[cfg(test)]
     pub(crate) fn inclusion(&mut self, k: usize, mut sink: impl FnMut(usize, f64, f64)) {
-        let full = &self.full;
-        let inv_k = 1.0 / full[k];
-        let inv_k1 = 1.0 / full[k - 1];
+        self.inclusion_into(k);
+        for (i, (&a, &b)) in self.p_k.iter().zip(&self.p_k1).enumerate() {
+            sink(i, a, b);
+        }
+    }
+
+    /// [`FastScratch::inclusion`] into the buffers `p_k` and `p_k1` (one entry per weight).
+    pub(crate) fn inclusion_into(&mut self, k: usize) {
+        let n = self.weights.len();
+        crate::loss::resize(&mut self.p_k, n);
+        crate::loss::resize(&mut self.p_k1, n);
         self.unstable.clear();
-        // LANES weights at a time with the same instruction sequence, so it vectorises; the
-        // stability test is kept as a running max of `P_j F_j - F_j / 2` (<= 0 when stable).
-        let chunks = self.weights.chunks_exact(LANES);
-        let tail_start = self.weights.len() - chunks.remainder().len();
-        for (c, chunk) in chunks.enumerate() {
-            let w: [f64; LANES] = chunk.try_into().expect("chunk of LANES");
-            let mut l_prev = [1.0; LANES];
-            let mut l_prev2 = [0.0; LANES];
-            let mut excess = [f64::NEG_INFINITY; LANES];
-            for &f in &full[1..k] {
-                for l in 0..LANES {
-                    let t = w[l] * l_prev[l];
-                    excess[l] = excess[l].max(t - 0.5 * f);
-                    l_prev2[l] = l_prev[l];
-                    l_prev[l] = f - t;
-                }
-            }
-            for l in 0..LANES {
-                let i = c * LANES + l;
-                if excess[l] <= 0.0 {
-                    sink(i, w[l] * l_prev[l] * inv_k, w[l] * l_prev2[l] * inv_k1);
-                } else {
-                    self.unstable.push(i);
-                }
-            }
-        }
-        for (i, &w) in self.weights.iter().enumerate().skip(tail_start) {
-            let (mut l_prev, mut l_prev2) = (1.0, 0.0);
-            let mut stable = true;
-            for &f in &full[1..k] {
-                let t = w * l_prev;
-                stable &= t <= 0.5 * f;
-                l_prev2 = l_prev;
-                l_prev = f - t;
-            }
-            if stable {
-                sink(i, w * l_prev * inv_k, w * l_prev2 * inv_k1);
-            } else {
-                self.unstable.push(i);
-            }
-        }
+        stable_inclusion(
+            &self.weights,
+            &self.full,
+            k,
+            &mut self.p_k,
+            &mut self.p_k1,
+            &mut self.unstable,
+        );
         if self.unstable.is_empty() {
             return;
         }
@@ -316,7 +403,7 @@ impl FastScratch {
                 multiply_linear(&mut self.tmp, self.weights[i]);
             }
             let (inv_k, inv_k1) = (1.0 / self.tmp[k], 1.0 / self.tmp[k - 1]);
-            let loo = &mut self.lanes;
+            let loo = &mut self.loo;
             for &i in &self.unstable {
                 loo.clear();
                 loo.extend_from_slice(&self.rest[..k]);
@@ -324,8 +411,8 @@ impl FastScratch {
                     multiply_linear(loo, self.weights[j]);
                 }
                 let w = self.weights[i];
-                let p_k1 = if k >= 2 { w * loo[k - 2] * inv_k1 } else { 0.0 };
-                sink(i, w * loo[k - 1] * inv_k, p_k1);
+                self.p_k[i] = w * loo[k - 1] * inv_k;
+                self.p_k1[i] = if k >= 2 { w * loo[k - 2] * inv_k1 } else { 0.0 };
             }
             return;
         }
@@ -334,9 +421,11 @@ impl FastScratch {
             .weights
             .extend(self.unstable.iter().map(|&i| self.weights[i]));
         self.exact.forward_from(k, Some(&self.rest));
-        let unstable = &self.unstable;
-        self.exact
-            .inclusion(k, |j, p_k, p_k1| sink(unstable[j], p_k, p_k1));
+        let (unstable, p_k, p_k1) = (&self.unstable, &mut self.p_k, &mut self.p_k1);
+        self.exact.inclusion(k, |j, a, b| {
+            p_k[unstable[j]] = a;
+            p_k1[unstable[j]] = b;
+        });
     }
 }
 
@@ -511,6 +600,77 @@ mod tests {
                     (g.0 - e.0).abs() <= 1e-13 && (g.1 - e.1).abs() <= 1e-13,
                     "k={k} i={i}"
                 );
+            }
+        }
+    }
+
+    /// Rows the vectorised passes must get right: random spreads up to the edge of the `f64`
+    /// range (weights down to subnormals and zero), exact ties, and a few dominant weights
+    /// among negligible ones (the unstable case of the upward recursion).
+    fn adversarial_weights() -> impl proptest::strategy::Strategy<Value = Vec<f64>> {
+        use proptest::prelude::*;
+        let random = (1usize..300, 0.0f64..800.0, any::<u64>()).prop_map(|(n, spread, seed)| {
+            let mut state = seed | 1;
+            (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+                    (-u * spread).exp()
+                })
+                .collect::<Vec<_>>()
+        });
+        let ties = (1usize..200, 0usize..8).prop_map(|(n, distinct)| {
+            (0..n)
+                .map(|i| 0.5f64.powi((i % (distinct + 1)) as i32))
+                .collect()
+        });
+        let dominant = (1usize..200, 1usize..12, 1e-300f64..1e-3).prop_map(|(n, big, small)| {
+            (0..n)
+                .map(|i| {
+                    if i % 17 < big {
+                        1.0
+                    } else {
+                        small * (1.0 + i as f64)
+                    }
+                })
+                .collect()
+        });
+        prop_oneof![random, ties, dominant]
+    }
+
+    proptest::proptest! {
+        /// The vectorised forward pass and leave-one-out recursion (compiled for this machine's
+        /// instruction set, fused multiply-adds where present) against the scalar
+        /// prefix/suffix pass, on random and adversarial rows, for every k the const-generic and
+        /// general code paths take.
+        #[test]
+        fn vectorised_passes_match_the_scalar_pass(w in adversarial_weights(), k in 1usize..24) {
+            let k = k.min(w.len());
+            let mut fast = FastScratch { weights: w.clone(), ..Default::default() };
+            fast.forward(k);
+            let mut exact = PolyScratch::<f64> { weights: w.clone(), ..Default::default() };
+            exact.forward(k);
+            for j in 0..=k {
+                proptest::prop_assert!(
+                    (fast.full[j] - exact.full[j]).abs() <= 1e-13 * exact.full[j],
+                    "sigma_{} {} vs {}", j, fast.full[j], exact.full[j]
+                );
+            }
+            // The inclusion probabilities are only defined (and only used) where the linear
+            // pass keeps full precision.
+            if linear_pass_ok(&fast.full, &[k - 1, k]) {
+                let mut want = vec![(0.0, 0.0); w.len()];
+                exact.inclusion(k, |i, a, b| want[i] = (a, b));
+                let mut got = vec![(f64::NAN, f64::NAN); w.len()];
+                fast.inclusion(k, |i, a, b| got[i] = (a, b));
+                for (i, (g, e)) in got.iter().zip(&want).enumerate() {
+                    proptest::prop_assert!(
+                        (g.0 - e.0).abs() <= 1e-12 && (g.1 - e.1).abs() <= 1e-12,
+                        "k={} i={}: {:?} vs {:?}", k, i, g, e
+                    );
+                }
             }
         }
     }

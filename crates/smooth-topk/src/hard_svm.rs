@@ -2,6 +2,7 @@
 
 use crate::config::{check_alpha, check_k};
 use crate::loss::{Loss, Workspace};
+use crate::simd::simd_targets;
 use crate::{Result, Scalar};
 
 /// Hard top-k multiclass SVM (the `tau -> 0` limit of [`crate::SmoothTopkSvm`]).
@@ -37,7 +38,19 @@ impl HardTopkSvm {
     }
 }
 
+/// Above this k, or on rows shorter than `SCAN_MIN_ROW_PER_K * k`, the k-th largest comes from a
+/// selection over a copy of the row; otherwise from one scan that keeps the k largest so far
+/// (on short rows most blocks would still be inserting).
+const SCAN_MAX_K: usize = 64;
+const SCAN_MIN_ROW_PER_K: usize = 40;
+
+simd_targets! {
 /// k-th largest (1-based) of the scores other than the label's, using `buf` as scratch.
+///
+/// For small k: one pass over the row in blocks of eight; a block whose largest score does not
+/// beat the current k-th largest (almost every block, after the first few) costs one vectorised
+/// max, and the others insert their scores into the sorted list of the k largest. For larger
+/// k: `select_nth_unstable` on a copy, O(n) either way.
 pub(crate) fn kth_largest_excluding<T: Scalar>(
     scores: &[T],
     label: usize,
@@ -45,14 +58,64 @@ pub(crate) fn kth_largest_excluding<T: Scalar>(
     buf: &mut Vec<f64>,
 ) -> f64 {
     buf.clear();
-    buf.extend(
-        scores[..label]
-            .iter()
-            .chain(&scores[label + 1..])
-            .map(|v| v.to_f64()),
-    );
-    let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    *kth
+    let others = || scores[..label].iter().chain(&scores[label + 1..]);
+    if k > SCAN_MAX_K || scores.len() < SCAN_MIN_ROW_PER_K * k {
+        buf.extend(others().map(|v| v.to_f64()));
+        let (_, kth, _) = buf.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
+        return *kth;
+    }
+    // `buf`: the largest scores so far, in decreasing order, at most k of them.
+    let insert = |buf: &mut Vec<f64>, v: f64| {
+        if buf.len() == k {
+            if v <= buf[k - 1] {
+                return;
+            }
+            buf.pop();
+        }
+        let at = buf.partition_point(|&b| b >= v);
+        buf.insert(at, v);
+    };
+    for part in [&scores[..label], &scores[label + 1..]] {
+        let chunks = part.chunks_exact(8);
+        for &v in chunks.remainder() {
+            insert(buf, v.to_f64());
+        }
+        for chunk in chunks {
+            let top = chunk.iter().fold(f64::NEG_INFINITY, |m, v| {
+                let v = v.to_f64();
+                if v > m {
+                    v
+                } else {
+                    m
+                }
+            });
+            if buf.len() < k || top > buf[k - 1] {
+                for &v in chunk {
+                    insert(buf, v.to_f64());
+                }
+            }
+        }
+    }
+    buf[k - 1]
+}
+}
+
+simd_targets! {
+/// The subgradient of a violated margin: `-1/k` on the label, `1 / (k t)` on each of the `t`
+/// other classes tied at the k-th largest score, zero elsewhere.
+fn write_subgradient<T: Scalar>(g: &mut [T], scores: &[T], label: usize, kth: f64, k: usize) {
+    let is_kth = |i: usize, v: &T| i != label && v.to_f64() == kth;
+    let ties = scores
+        .iter()
+        .enumerate()
+        .map(|(i, v)| usize::from(is_kth(i, v)))
+        .sum::<usize>();
+    let share = 1.0 / (k * ties) as f64;
+    for (gi, v) in g.iter_mut().zip(scores) {
+        *gi = T::from_f64(if v.to_f64() == kth { share } else { 0.0 });
+    }
+    g[label] = T::from_f64(-1.0 / k as f64);
+}
 }
 
 /// `alpha + (kth - s_y) / k`, rounded once: the subtraction, division and addition each leave a
@@ -91,20 +154,10 @@ impl Loss for HardTopkSvm {
         let kth = kth_largest_excluding(scores, label, k, &mut ws.values);
         let loss = margin_violation(self.alpha, kth, s_y, k as f64).max(0.0);
         if let Some(g) = grad {
-            g.iter_mut().for_each(|v| *v = T::from_f64(0.0));
             if loss > 0.0 {
-                let ties = scores
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, v)| i != label && v.to_f64() == kth)
-                    .count();
-                let share = T::from_f64(1.0 / (k * ties) as f64);
-                for (i, v) in scores.iter().enumerate() {
-                    if i != label && v.to_f64() == kth {
-                        g[i] = share;
-                    }
-                }
-                g[label] = T::from_f64(-1.0 / k as f64);
+                write_subgradient(g, scores, label, kth, k);
+            } else {
+                g.iter_mut().for_each(|v| *v = T::from_f64(0.0));
             }
         }
         loss
@@ -114,6 +167,30 @@ impl Loss for HardTopkSvm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// Both ways of finding the k-th largest (the scan for small k on long rows, the
+        /// selection otherwise) against sorting, on rows with many ties.
+        #[test]
+        fn kth_largest_matches_sorting(
+            row in proptest::collection::vec(-20i32..20, 2..3000),
+            k in 1usize..100,
+            label in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let row: Vec<f64> = row.iter().map(|&v| f64::from(v) * 0.25).collect();
+            let label = label.index(row.len());
+            let k = k.min(row.len() - 1);
+            let mut sorted: Vec<f64> = row
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| i != label)
+                .map(|(_, &v)| v)
+                .collect();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            let got = kth_largest_excluding(&row, label, k, &mut Vec::new());
+            proptest::prop_assert_eq!(got, sorted[k - 1]);
+        }
+    }
 
     #[test]
     fn margin_violation_is_correctly_rounded_when_terms_cancel() {

@@ -34,6 +34,7 @@ mod loss;
 mod metrics;
 mod number;
 mod scalar;
+mod simd;
 mod smooth_svm;
 
 pub use any_loss::AnyLoss;

@@ -239,11 +239,12 @@ pub(crate) fn sigmoid(x: f64) -> f64 {
     }
 }
 
-/// Largest score of a row other than the label's.
+/// Sets `v` to length `len` without clearing it when it already has that length: every caller
+/// overwrites all entries.
 #[inline]
-pub(crate) fn max_excluding<T: Scalar>(scores: &[T], label: usize) -> f64 {
-    scores[..label]
-        .iter()
-        .chain(&scores[label + 1..])
-        .fold(f64::NEG_INFINITY, |m, v| m.max(v.to_f64()))
+pub(crate) fn resize(v: &mut Vec<f64>, len: usize) {
+    if v.len() != len {
+        v.clear();
+        v.resize(len, 0.0);
+    }
 }

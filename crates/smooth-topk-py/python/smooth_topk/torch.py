@@ -15,6 +15,9 @@ backward scales it by the upstream gradient. The computation is one PyTorch cust
 ``.to()``, ``.cuda()``, ``.cpu()``, ``DataParallel`` and ``DistributedDataParallel`` need nothing
 from them.
 
+Threads: the core runs on ``torch.get_num_threads()`` threads, as PyTorch's own CPU operators
+do (``torch.set_num_threads`` sets both).
+
 Devices: CPU tensors are read in place. Tensors on other devices (CUDA, MPS) are copied to the
 host, computed there and the results copied back; a warning says so once. Gradients of second
 order are not supported.
@@ -54,7 +57,8 @@ def _host(x: torch.Tensor) -> np.ndarray:
 def _compute(x, y, kind, k, tau, alpha, switch, with_grad):
     scores = _host(x)
     labels = y.detach().cpu().to(torch.int64).contiguous().numpy()
-    losses, grad = _core.per_sample(scores, labels, kind, k, tau, alpha, switch, with_grad, None)
+    threads = max(1, min(torch.get_num_threads(), 1024))
+    losses, grad = _core.per_sample(scores, labels, kind, k, tau, alpha, switch, with_grad, threads)
     losses = torch.from_numpy(losses).to(device=x.device, dtype=x.dtype)
     if grad is not None:
         grad = torch.from_numpy(grad).to(device=x.device, dtype=x.dtype)
