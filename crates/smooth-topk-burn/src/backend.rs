@@ -20,11 +20,15 @@ use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{backend_extension, Autodiff, AutodiffBackend, Backend, DType, Flex};
 use burn::backend::{TensorData, TensorMetadata};
 use burn::tensor::{read_sync, Shape};
-use smooth_topk::{AnyLoss, Loss, Scalar};
+use smooth_topk::{AnyLoss, Loss, Scalar, TopkError};
 
-/// Backends that evaluate the top-k losses. Implemented for Flex (the numeric core on host
-/// buffers), for the CubeCL backends with feature `cube` (the fused kernel on device buffers,
-/// through `Fusion` as burn wraps them), and for `Autodiff` over any of them.
+/// Backends that evaluate the top-k losses. The provided methods run the numeric core on the
+/// host copy of a batch, which works on any burn backend: that is what Flex and NdArray use
+/// (their buffers are on the host already). The CubeCL backends (feature `cube`) override them
+/// with the fused kernel on device buffers, through `Fusion` as burn wraps them, and `Autodiff`
+/// over any of them adds the hand-written backward. burn routes a call to the backends listed
+/// here; one it was not built with (LibTorch, Remote) is not listed, and calling the op on it
+/// panics in burn's dispatch.
 #[backend_extension(
     Autodiff,
     Flex,
@@ -39,7 +43,9 @@ pub trait TopkLossBackend: Backend {
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         loss: AnyLoss,
-    ) -> FloatTensor<Self>;
+    ) -> FloatTensor<Self> {
+        on_host::<Self>(logits, targets, loss, false).0
+    }
 
     /// Per-sample losses `[batch]` and the gradient of each sample's loss `[batch, n]`.
     #[fusion(meta = |logits, _targets, _loss| (
@@ -50,7 +56,10 @@ pub trait TopkLossBackend: Backend {
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
         loss: AnyLoss,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (losses, grad) = on_host::<Self>(logits, targets, loss, true);
+        (losses, grad.expect("gradient requested"))
+    }
 }
 
 /// Reads a batch to the host, runs the numeric core and returns the results on the logits'
@@ -100,6 +109,14 @@ pub(crate) fn on_host<B: Backend>(
         };
         match result {
             Ok(grad) => (TensorData::new(losses, [batch]), grad),
+            // A loss that overflows is returned as the non-finite value it is (training stops
+            // on it as on any divergence); the gradient is then meaningless.
+            Err(TopkError::NotRepresentable { .. }) => {
+                let grad = with_grad.then(|| {
+                    TensorData::new(vec![T::from_f64(f64::NAN); scores.len()], [batch, n])
+                });
+                (TensorData::new(losses, [batch]), grad)
+            }
             Err(e) => panic!("smooth-topk: {e}"),
         }
     }
@@ -114,33 +131,10 @@ pub(crate) fn on_host<B: Backend>(
     (to_device(losses), grad.map(to_device))
 }
 
-/// The CPU backends: the numeric core on the host buffers.
-macro_rules! host_backend {
-    ($backend:ty) => {
-        impl TopkLossBackend for $backend {
-            fn topk_loss(
-                logits: FloatTensor<Self>,
-                targets: IntTensor<Self>,
-                loss: AnyLoss,
-            ) -> FloatTensor<Self> {
-                on_host::<Self>(logits, targets, loss, false).0
-            }
-
-            fn topk_loss_and_grad(
-                logits: FloatTensor<Self>,
-                targets: IntTensor<Self>,
-                loss: AnyLoss,
-            ) -> (FloatTensor<Self>, FloatTensor<Self>) {
-                let (losses, grad) = on_host::<Self>(logits, targets, loss, true);
-                (losses, grad.expect("gradient requested"))
-            }
-        }
-    };
-}
-
-host_backend!(Flex);
+// The CPU backends: the provided methods (the numeric core on the host buffers).
+impl TopkLossBackend for Flex {}
 #[cfg(feature = "ndarray")]
-host_backend!(burn::backend::NdArray);
+impl TopkLossBackend for burn::backend::NdArray {}
 
 /// Backward of `topk_loss`: scales each row of the saved per-sample gradient by the upstream
 /// gradient of that sample's loss.

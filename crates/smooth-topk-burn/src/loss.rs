@@ -4,7 +4,7 @@
 use crate::backend::TopkLossBackend;
 use burn::backend::Dispatch;
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Content, DisplaySettings, Module, ModuleDisplay};
 use burn::nn::loss::Reduction;
 use burn::tensor::{Int, Tensor};
 use smooth_topk::{AnyLoss, HardTopkSvm, Loss, SmoothTopkSvm, TopkError};
@@ -16,6 +16,22 @@ pub fn topk_loss_per_sample(
     targets: Tensor<1, Int>,
     loss: AnyLoss,
 ) -> Result<Tensor<1>, TopkError> {
+    check_shapes(&logits, &targets, &loss)?;
+    Ok(Tensor::from_dispatch(
+        <Dispatch as TopkLossBackend>::topk_loss(
+            logits.into_dispatch(),
+            targets.into_dispatch(),
+            loss,
+        ),
+    ))
+}
+
+/// A non-empty batch, enough classes for `loss`, one target per row.
+fn check_shapes(
+    logits: &Tensor<2>,
+    targets: &Tensor<1, Int>,
+    loss: &AnyLoss,
+) -> Result<(), TopkError> {
     let [batch, n] = logits.dims();
     if batch == 0 {
         return Err(TopkError::EmptyBatch);
@@ -34,28 +50,74 @@ pub fn topk_loss_per_sample(
             expected: batch,
         });
     }
-    Ok(Tensor::from_dispatch(
-        <Dispatch as TopkLossBackend>::topk_loss(
-            logits.into_dispatch(),
-            targets.into_dispatch(),
-            loss,
-        ),
-    ))
+    Ok(())
 }
 
-/// Per-sample losses reduced by sum or mean (shape `[1]`), shape errors returned.
+/// Per-sample losses reduced by sum or mean (shape `[1]`), shape errors returned; with
+/// `check`, label and finiteness errors too.
 fn reduced(
     logits: Tensor<2>,
     targets: Tensor<1, Int>,
     loss: AnyLoss,
     sum: bool,
+    check: bool,
 ) -> Result<Tensor<1>, TopkError> {
+    if check {
+        check_shapes(&logits, &targets, &loss)?;
+        let [_, n] = logits.dims();
+        check_values(&logits, &targets, n)?;
+    }
     let per_sample = topk_loss_per_sample(logits, targets, loss)?;
     Ok(if sum {
         per_sample.sum()
     } else {
         per_sample.mean()
     })
+}
+
+/// The checks of the `try_` methods beyond shapes: every label in `0..n` and every logit finite.
+/// Two reductions on the device and one read of a flag each (a device sync); the values are read
+/// back only to name the culprit.
+fn check_values(logits: &Tensor<2>, targets: &Tensor<1, Int>, n: usize) -> Result<(), TopkError> {
+    let out_of_range = targets
+        .clone()
+        .lower_elem(0)
+        .bool_or(targets.clone().greater_equal_elem(n as i64))
+        .any()
+        .into_scalar::<bool>();
+    if out_of_range {
+        let labels = targets.clone().into_data().convert::<i64>();
+        let values = labels.as_slice::<i64>().unwrap_or(&[]);
+        if let Some((sample, &label)) = values
+            .iter()
+            .enumerate()
+            .find(|&(_, &l)| l < 0 || l as u64 >= n as u64)
+        {
+            return Err(TopkError::LabelOutOfRange {
+                sample,
+                label: usize::try_from(label).unwrap_or(usize::MAX),
+                n,
+            });
+        }
+    }
+    let non_finite = logits
+        .clone()
+        .is_finite()
+        .bool_not()
+        .any()
+        .into_scalar::<bool>();
+    if non_finite {
+        let data = logits.clone().into_data().convert::<f64>();
+        let values = data.as_slice::<f64>().unwrap_or(&[]);
+        if let Some((pos, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(TopkError::NonFiniteScore {
+                sample: pos / n,
+                index: pos % n,
+                value,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Raises a shape error like burn's own losses do (they assert on shapes).
@@ -97,23 +159,54 @@ impl SmoothTopkSvmLossConfig {
     }
 }
 
-/// The smooth top-k SVM of Berrada et al. with an exact hand-written backward.
+/// The smooth top-k SVM `L_{k,tau}` of Berrada, Zisserman and Kumar, "Smooth Loss Functions for
+/// Deep Top-k Classification" (ICLR 2018), with an exact hand-written backward. For logits
+/// `s [batch, n]` and targets `y [batch]`, per sample, with `e_j = exp(s_j / (k tau))` and `e'` the
+/// entries other than the label's:
+///
+/// ```text
+/// L = tau * ln(1 + exp(alpha / tau) * sigma_k(e') / (e_y * sigma_{k-1}(e')))
+/// ```
+///
+/// (`sigma_j`: the elementary symmetric polynomial of degree j), reduced by mean or sum. `k = 1`
+/// is `tau * logsumexp((s + alpha [j != y] - s_y) / tau)`. Its settings are read through `k()`,
+/// `tau()`, `alpha()` and changed only through the validated [`Self::set_tau`] (annealing), so
+/// a module always holds a valid loss.
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct SmoothTopkSvmLoss {
-    /// The k of top-k.
-    pub k: usize,
-    /// Temperature.
-    pub tau: f64,
-    /// Margin.
-    pub alpha: f64,
+    k: usize,
+    tau: f64,
+    alpha: f64,
     sum: bool,
 }
 
 impl SmoothTopkSvmLoss {
     fn core(&self) -> AnyLoss {
         SmoothTopkSvm::new(self.k, self.tau, self.alpha)
-            .expect("validated by init")
+            .expect("k, tau and alpha are only set validated")
             .into()
+    }
+
+    /// The k of top-k.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// The temperature.
+    pub fn tau(&self) -> f64 {
+        self.tau
+    }
+    /// The margin.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// Sets the temperature (for annealing schedules): a finite `tau > 0`, or an error and no
+    /// change.
+    pub fn set_tau(&mut self, tau: f64) -> Result<(), TopkError> {
+        SmoothTopkSvm::new(self.k, tau, self.alpha)?;
+        self.tau = tau;
+        Ok(())
     }
 
     /// The reduced loss (shape `[1]`) of `logits [batch, n]` against `targets [batch]`.
@@ -122,21 +215,27 @@ impl SmoothTopkSvmLoss {
     /// If `n <= k` or the shapes disagree (see [`Self::try_forward`]), or on a label outside
     /// `0..n` or a non-finite logit.
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        or_panic(self.try_forward(logits, targets))
+        or_panic(reduced(logits, targets, self.core(), self.sum, false))
     }
 
-    /// [`Self::forward`] with the shape errors returned instead of raised.
+    /// [`Self::forward`] with every input error returned instead of raised: shapes, labels
+    /// outside `0..n`, non-finite logits (the last two cost a device sync; `forward` skips them).
     pub fn try_forward(
         &self,
         logits: Tensor<2>,
         targets: Tensor<1, Int>,
     ) -> Result<Tensor<1>, TopkError> {
-        reduced(logits, targets, self.core(), self.sum)
+        reduced(logits, targets, self.core(), self.sum, true)
     }
 
     /// Per-sample losses `[batch]`.
     pub fn forward_per_sample(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         or_panic(topk_loss_per_sample(logits, targets, self.core()))
+    }
+
+    /// [`Self::forward_per_sample`] under burn's name for it.
+    pub fn forward_no_reduction(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+        self.forward_per_sample(logits, targets)
     }
 }
 
@@ -166,39 +265,102 @@ impl HardTopkSvmLossConfig {
     }
 }
 
-/// The hard top-k SVM `max(0, alpha + (s_\y[k] - s_y) / k)` with its subgradient.
+/// The hard top-k SVM of the same paper with its subgradient: per sample of logits
+/// `s [batch, n]` and target `y`,
+///
+/// ```text
+/// l_k = max(0, alpha + (s_\y[k] - s_y) / k)
+/// ```
+///
+/// with `s_\y[k]` the k-th largest logit other than the label's, reduced by mean or sum (`k = 1`
+/// is the multiclass hinge loss). Settings read through `k()` and `alpha()`, fixed at `init`.
 #[derive(Module, Debug)]
+#[module(custom_display)]
 pub struct HardTopkSvmLoss {
-    /// The k of top-k.
-    pub k: usize,
-    /// Margin.
-    pub alpha: f64,
+    k: usize,
+    alpha: f64,
     sum: bool,
 }
 
 impl HardTopkSvmLoss {
     fn core(&self) -> AnyLoss {
         HardTopkSvm::new(self.k, self.alpha)
-            .expect("validated by init")
+            .expect("k and alpha are only set validated")
             .into()
+    }
+
+    /// The k of top-k.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+    /// The margin.
+    pub fn alpha(&self) -> f64 {
+        self.alpha
     }
 
     /// The reduced loss (shape `[1]`); panics like [`SmoothTopkSvmLoss::forward`].
     pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        or_panic(self.try_forward(logits, targets))
+        or_panic(reduced(logits, targets, self.core(), self.sum, false))
     }
 
-    /// [`Self::forward`] with the shape errors returned instead of raised.
+    /// [`Self::forward`] with every input error returned instead of raised: shapes, labels
+    /// outside `0..n`, non-finite logits (the last two cost a device sync; `forward` skips them).
     pub fn try_forward(
         &self,
         logits: Tensor<2>,
         targets: Tensor<1, Int>,
     ) -> Result<Tensor<1>, TopkError> {
-        reduced(logits, targets, self.core(), self.sum)
+        reduced(logits, targets, self.core(), self.sum, true)
     }
 
     /// Per-sample losses `[batch]`.
     pub fn forward_per_sample(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
         or_panic(topk_loss_per_sample(logits, targets, self.core()))
+    }
+
+    /// [`Self::forward_per_sample`] under burn's name for it.
+    pub fn forward_no_reduction(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+        self.forward_per_sample(logits, targets)
+    }
+}
+
+fn reduction_name(sum: bool) -> &'static str {
+    if sum {
+        "Sum"
+    } else {
+        "Mean"
+    }
+}
+
+impl ModuleDisplay for SmoothTopkSvmLoss {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("k", &self.k)
+            .add("tau", &self.tau)
+            .add("alpha", &self.alpha)
+            .add("reduction", reduction_name(self.sum))
+            .optional()
+    }
+}
+
+impl ModuleDisplay for HardTopkSvmLoss {
+    fn custom_settings(&self) -> Option<DisplaySettings> {
+        DisplaySettings::new()
+            .with_new_line_after_attribute(false)
+            .optional()
+    }
+
+    fn custom_content(&self, content: Content) -> Option<Content> {
+        content
+            .add("k", &self.k)
+            .add("alpha", &self.alpha)
+            .add("reduction", reduction_name(self.sum))
+            .optional()
     }
 }

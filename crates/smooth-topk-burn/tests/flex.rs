@@ -228,3 +228,67 @@ fn invalid_configurations_and_shapes_are_errors_not_panics() {
         }
     );
 }
+
+#[test]
+fn try_forward_returns_label_and_finiteness_errors_and_tau_is_set_validated() {
+    let device = Device::flex();
+    let logits = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]], &device);
+    let targets = |v: Vec<i64>| Tensor::<1, Int>::from_data(TensorData::new(v, [2]), &device);
+    let mut loss = SmoothTopkSvmLossConfig::new().with_k(1).init().unwrap();
+    assert!(loss
+        .try_forward(logits.clone(), targets(vec![0, 2]))
+        .is_ok());
+    assert_eq!(
+        loss.try_forward(logits.clone(), targets(vec![0, 3]))
+            .unwrap_err(),
+        TopkError::LabelOutOfRange {
+            sample: 1,
+            label: 3,
+            n: 3
+        }
+    );
+    assert!(matches!(
+        loss.try_forward(logits.clone(), targets(vec![-1, 0]))
+            .unwrap_err(),
+        TopkError::LabelOutOfRange {
+            sample: 0,
+            n: 3,
+            ..
+        }
+    ));
+    let nan = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [0.5, f32::NAN, -1.0]], &device);
+    assert!(matches!(
+        loss.try_forward(nan, targets(vec![0, 0])).unwrap_err(),
+        TopkError::NonFiniteScore {
+            sample: 1,
+            index: 1,
+            ..
+        }
+    ));
+    // Annealing: validated, and a refused value changes nothing.
+    assert_eq!(loss.set_tau(-1.0), Err(TopkError::InvalidTau(-1.0)));
+    assert_eq!(loss.tau(), 1.0);
+    loss.set_tau(0.25).unwrap();
+    assert_eq!((loss.k(), loss.tau(), loss.alpha()), (1, 0.25, 1.0));
+    let shown = format!("{loss}");
+    assert!(
+        shown.contains("k: 1") && shown.contains("tau: 0.25") && shown.contains("Mean"),
+        "{shown}"
+    );
+    let per_sample = loss.forward_no_reduction(logits.clone(), targets(vec![0, 2]));
+    assert_eq!(per_sample.dims(), [2]);
+    let want = SmoothTopkSvm::new(1, 0.25, 1.0)
+        .unwrap()
+        .loss(
+            &[1.0f32, 2.0, 3.0, 0.5, 0.0, -1.0],
+            &[0, 2],
+            3,
+            smooth_topk::Reduction::Mean,
+        )
+        .unwrap();
+    let got = loss
+        .try_forward(logits, targets(vec![0, 2]))
+        .unwrap()
+        .into_scalar::<f32>();
+    assert!((f64::from(got) - want).abs() <= 1e-6 * want.abs());
+}

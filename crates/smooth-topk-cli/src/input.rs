@@ -13,6 +13,9 @@ pub enum InputFormat {
     Jsonl,
     /// One sample per line: the label, then the scores, comma-separated.
     Csv,
+    /// A NumPy .npy file of scores [batch, n] (float32 or float64) with --labels LABELS.npy
+    /// (integers [batch]).
+    Npy,
 }
 
 /// One labelled sample and the (1-based) input line it came from.
@@ -57,35 +60,85 @@ fn parse_csv(text: &str) -> Result<(Vec<f64>, usize), String> {
     Ok((scores, label))
 }
 
-/// Parses every non-blank line; the first malformed line is an error naming it.
+/// Labelled samples read from text a chunk at a time, so that memory is bounded by the chunk,
+/// not by the input.
+pub struct Samples<R: Read> {
+    lines: std::io::Lines<BufReader<R>>,
+    format: InputFormat,
+    line_no: usize,
+    /// A sample read but not yet returned (it did not fit the last chunk).
+    pending: Option<Sample>,
+    seen: usize,
+}
+
+impl<R: Read> Samples<R> {
+    /// A reader of JSON Lines or CSV (not `Npy`, which is read in place by `npy`).
+    pub fn new(reader: R, format: InputFormat) -> Self {
+        Samples {
+            lines: BufReader::new(reader).lines(),
+            format,
+            line_no: 0,
+            pending: None,
+            seen: 0,
+        }
+    }
+
+    /// The next samples, holding about `max_scores` scores (at least one sample); empty at the
+    /// end. The first malformed line is an error naming it; "no samples in input" if the whole
+    /// input had none.
+    pub fn next_chunk(&mut self, max_scores: usize) -> Result<Vec<Sample>, String> {
+        let mut out: Vec<Sample> = self.pending.take().into_iter().collect();
+        let mut scores: usize = out.iter().map(|s| s.scores.len()).sum();
+        for line in self.lines.by_ref() {
+            self.line_no += 1;
+            let line_no = self.line_no;
+            let text = line.map_err(|e| format!("line {line_no}: cannot read input: {e}"))?;
+            let text = text.trim();
+            if text.is_empty() {
+                continue;
+            }
+            let (values, label) = match self.format {
+                InputFormat::Jsonl => serde_json::from_str::<JsonSample>(text)
+                    .map(|s| (s.scores, s.label))
+                    .map_err(|e| format!("line {line_no}: invalid JSON sample: {e}"))?,
+                InputFormat::Csv => parse_csv(text).map_err(|e| format!("line {line_no}: {e}"))?,
+                InputFormat::Npy => return Err("a .npy file is not read line by line".into()),
+            };
+            if values.is_empty() {
+                return Err(format!("line {line_no}: no scores"));
+            }
+            self.seen += 1;
+            let sample = Sample {
+                line: line_no,
+                scores: values,
+                label,
+            };
+            if !out.is_empty() && scores + sample.scores.len() > max_scores {
+                self.pending = Some(sample);
+                return Ok(out);
+            }
+            scores += sample.scores.len();
+            out.push(sample);
+        }
+        if self.seen == 0 {
+            return Err("no samples in input".into());
+        }
+        Ok(out)
+    }
+}
+
+/// Every sample of the input at once (the tests).
+#[cfg(test)]
 pub fn read_samples(reader: impl Read, format: InputFormat) -> Result<Vec<Sample>, String> {
+    let mut samples = Samples::new(reader, format);
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
-        let line_no = i + 1;
-        let text = line.map_err(|e| format!("line {line_no}: cannot read input: {e}"))?;
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
+    loop {
+        let chunk = samples.next_chunk(usize::MAX)?;
+        if chunk.is_empty() {
+            return Ok(out);
         }
-        let (scores, label) = match format {
-            InputFormat::Jsonl => serde_json::from_str::<JsonSample>(text)
-                .map(|s| (s.scores, s.label))
-                .map_err(|e| format!("line {line_no}: invalid JSON sample: {e}"))?,
-            InputFormat::Csv => parse_csv(text).map_err(|e| format!("line {line_no}: {e}"))?,
-        };
-        if scores.is_empty() {
-            return Err(format!("line {line_no}: no scores"));
-        }
-        out.push(Sample {
-            line: line_no,
-            scores,
-            label,
-        });
+        out.extend(chunk);
     }
-    if out.is_empty() {
-        return Err("no samples in input".into());
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -131,5 +184,30 @@ mod tests {
         );
         let err = read_samples("{\"scores\":[],\"label\":0}".as_bytes(), InputFormat::Jsonl);
         assert_eq!(err.unwrap_err(), "line 1: no scores");
+    }
+
+    #[test]
+    fn chunks_hold_a_bounded_number_of_scores() {
+        let text: String = (0..10)
+            .map(|i| format!("{{\"scores\":[1,2,3],\"label\":{}}}\n", i % 3))
+            .collect();
+        let mut reader = Samples::new(text.as_bytes(), InputFormat::Jsonl);
+        let mut sizes = Vec::new();
+        let mut lines = Vec::new();
+        loop {
+            let chunk = reader.next_chunk(7).unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            sizes.push(chunk.len());
+            lines.extend(chunk.iter().map(|s| s.line));
+        }
+        assert_eq!(sizes, vec![2; 5]);
+        assert_eq!(lines, (1..=10).collect::<Vec<_>>());
+        // A sample larger than the bound still comes, alone.
+        let mut reader = Samples::new("0,1,2,3,4\n0,1\n".as_bytes(), InputFormat::Csv);
+        assert_eq!(reader.next_chunk(2).unwrap().len(), 1);
+        assert_eq!(reader.next_chunk(2).unwrap().len(), 1);
+        assert!(reader.next_chunk(2).unwrap().is_empty());
     }
 }

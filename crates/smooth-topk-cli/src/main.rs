@@ -8,16 +8,13 @@ mod bench;
 mod experiments;
 mod input;
 mod losses;
+mod npy;
 mod output;
+mod saved;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use input::{read_samples, InputFormat, Sample};
+use input::InputFormat;
 use losses::LossName;
-use rayon::prelude::*;
-use serde::Serialize;
-use smooth_topk::AnyLoss;
-use smooth_topk::{Loss, Scalar, TopkError};
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -33,17 +30,21 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Precision {
+pub enum Precision {
     F32,
     F64,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Per-sample loss and gradient of saved scores (one JSON line out per sample in).
+    /// Per-sample loss and gradient of saved scores: one JSON line out per sample in, or, for
+    /// `--format npy`, .npy files of losses [batch] and gradients [batch, n]. Text input is
+    /// read and answered a chunk at a time (memory bounded by the chunk, not the input); an
+    /// error stops at the first bad line, after the lines before its chunk were written.
     #[command(allow_negative_numbers = true)]
     Loss {
-        /// Input file (JSON Lines or CSV); standard input when absent or `-`.
+        /// Input file (JSON Lines, CSV, or .npy scores); standard input when absent or `-`
+        /// (text formats).
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "svm")]
         loss: LossName,
@@ -56,7 +57,8 @@ enum Command {
         /// Margin of the SVM losses.
         #[arg(long, default_value_t = 1.0)]
         alpha: f64,
-        /// Storage precision of scores, losses and gradients.
+        /// Storage precision of scores, losses and gradients (text input; a .npy file keeps
+        /// its own float type).
         #[arg(long, value_enum, default_value = "f32")]
         precision: Precision,
         #[arg(long, value_enum, default_value = "jsonl")]
@@ -64,10 +66,13 @@ enum Command {
         /// Switch samples to the hard loss like the PyTorch reference does (parity only).
         #[arg(long)]
         reference_hard_switch: bool,
+        #[command(flatten)]
+        npy: saved::NpyArgs,
     },
     /// Top-1 .. top-k accuracy of saved scores with labels.
     Metrics {
-        /// Input file (JSON Lines or CSV); standard input when absent or `-`.
+        /// Input file (JSON Lines, CSV, or .npy scores); standard input when absent or `-`
+        /// (text formats).
         file: Option<PathBuf>,
         /// Largest k to report.
         #[arg(long, default_value_t = 5)]
@@ -77,6 +82,9 @@ enum Command {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// Labels [batch] (.npy of integers) for `--format npy`.
+        #[arg(long)]
+        labels: Option<PathBuf>,
     },
     /// Speed of each loss against cross-entropy, and float32 stability over score scales.
     Bench(bench::BenchArgs),
@@ -106,23 +114,17 @@ fn main() -> ExitCode {
             precision,
             format,
             reference_hard_switch,
+            npy,
         } => losses::build(loss, k, tau, alpha, reference_hard_switch)
             .map_err(|e| e.to_string())
-            .and_then(|l| {
-                let samples = read_samples(input::open(file.as_deref())?, format)?;
-                match precision {
-                    Precision::F32 => run_loss::<f32>(&l, &samples),
-                    Precision::F64 => run_loss::<f64>(&l, &samples),
-                }
-            }),
+            .and_then(|l| saved::loss(&l, file.as_deref(), format, precision, &npy)),
         Command::Metrics {
             file,
             k,
             format,
             json,
-        } => input::open(file.as_deref())
-            .and_then(|r| read_samples(r, format))
-            .and_then(|samples| run_metrics(&samples, k, json)),
+            labels,
+        } => saved::metrics(file.as_deref(), format, labels.as_deref(), k, json),
         Command::Bench(args) => bench::run(&args),
         Command::Train(args) => experiments::train(&args),
         Command::Eval(args) => experiments::eval(&args),
@@ -137,119 +139,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A library error about a single-sample batch, worded for the input line it came from.
-fn describe(e: TopkError) -> String {
-    match e {
-        TopkError::LabelOutOfRange { label, n, .. } => {
-            format!("label {label} is out of range for {n} scores")
-        }
-        TopkError::NonFiniteScore { index, value, .. } => {
-            format!("score {index} is {value}, scores must be finite")
-        }
-        TopkError::TooFewClasses { n, min } => {
-            format!("{n} scores is too few for this loss (need at least {min}, i.e. k < n)")
-        }
-        other => other.to_string(),
-    }
-}
-
-/// Converts scores to the storage type, refusing values it cannot hold.
-fn convert<T: Scalar>(scores: &[f64]) -> Result<Vec<T>, String> {
-    scores
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let t = T::from_f64(v);
-            if v.is_finite() && !t.to_f64().is_finite() {
-                Err(format!("score {i} = {v:e} overflows the chosen precision"))
-            } else {
-                Ok(t)
-            }
-        })
-        .collect()
-}
-
-#[derive(Serialize)]
-struct LossLine<T> {
-    loss: T,
-    grad: Vec<T>,
-}
-
-fn run_loss<T: Scalar + Serialize>(loss: &AnyLoss, samples: &[Sample]) -> Result<(), String> {
-    // Compute everything first so an error prints nothing but the error.
-    let lines = samples
-        .par_iter()
-        .map(|s| {
-            let scores = convert::<T>(&s.scores).map_err(|e| format!("line {}: {e}", s.line))?;
-            let n = scores.len();
-            let mut value = [T::from_f64(0.0)];
-            let mut grad = vec![T::from_f64(0.0); n];
-            loss.loss_and_grad_per_sample(&scores, &[s.label], n, &mut value, &mut grad)
-                .map_err(|e| format!("line {}: {}", s.line, describe(e)))?;
-            serde_json::to_string(&LossLine {
-                loss: value[0],
-                grad,
-            })
-            .map_err(|e| format!("line {}: {e}", s.line))
-        })
-        .collect::<Vec<Result<String, String>>>()
-        .into_iter()
-        // The first failing line in input order, whichever thread found it.
-        .collect::<Result<Vec<String>, String>>()?;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for line in lines {
-        writeln!(out, "{line}").map_err(|e| format!("cannot write output: {e}"))?;
-    }
-    out.flush().map_err(|e| format!("cannot write output: {e}"))
-}
-
-#[derive(Serialize)]
-struct TopkLine {
-    k: usize,
-    correct: usize,
-    accuracy: f64,
-}
-
-#[derive(Serialize)]
-struct MetricsReport {
-    samples: usize,
-    topk: Vec<TopkLine>,
-}
-
-fn run_metrics(samples: &[Sample], max_k: usize, json: bool) -> Result<(), String> {
-    if max_k == 0 {
-        return Err(TopkError::ZeroK.to_string());
-    }
-    let mut correct = vec![0usize; max_k];
-    for s in samples {
-        let row = smooth_topk::topk_correct(&s.scores, &[s.label], s.scores.len(), max_k)
-            .map_err(|e| format!("line {}: {}", s.line, describe(e)))?;
-        correct.iter_mut().zip(row).for_each(|(c, r)| *c += r);
-    }
-    let total = samples.len();
-    let report = MetricsReport {
-        samples: total,
-        topk: correct
-            .iter()
-            .enumerate()
-            .map(|(i, &c)| TopkLine {
-                k: i + 1,
-                correct: c,
-                accuracy: c as f64 / total as f64,
-            })
-            .collect(),
-    };
-    if json {
-        return output::say(&serde_json::to_string(&report).map_err(|e| e.to_string())?);
-    }
-    output::say(&format!("{total} samples (ties count against the label)"))?;
-    for line in &report.topk {
-        output::say(&format!(
-            "top-{:<3} {:>8.4}  ({}/{})",
-            line.k, line.accuracy, line.correct, total
-        ))?;
-    }
-    Ok(())
 }

@@ -301,3 +301,192 @@ fn the_smooth_svm_has_one_name_with_the_old_one_as_an_alias() {
     assert!(a.status.success() && b.status.success());
     assert_eq!(stdout(&a), stdout(&b));
 }
+
+#[test]
+fn extreme_k_flags_are_one_line_errors() {
+    let line = r#"{"scores": [1.0, 2.0, 3.0], "label": 0}"#;
+    for (args, needle) in [
+        // k + 1 would wrap to 0 and pass the class check.
+        (
+            &["loss", "--k", "18446744073709551615"][..],
+            "need at least 18446744073709551615",
+        ),
+        (
+            &["loss", "--loss", "hard-svm", "--k", "18446744073709551615"][..],
+            "k < n",
+        ),
+        // 800 GB of counters, allocated before.
+        (
+            &["metrics", "--k", "100000000000"][..],
+            "more than the 3 classes",
+        ),
+    ] {
+        let o = run(args, line);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = stderr(&o);
+        assert!(
+            err.contains(needle) && err.lines().count() == 1,
+            "{args:?}: {err}"
+        );
+    }
+    let o = run(&["metrics", "--k", "3"], line);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("top-3     1.0000  (1/1)"));
+}
+
+/// A .npy file written by hand (version 1.0 header), independent of the tool's own writer.
+fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// The float32 payload of a .npy file the tool wrote (after its header).
+fn npy_f32(path: &std::path::Path) -> Vec<f32> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    bytes[10 + len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+#[test]
+fn npy_scores_give_the_same_losses_as_json_lines_and_bad_files_are_refused() {
+    let dir = std::env::temp_dir().join(format!("smooth-topk-npy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = |name: &str| dir.join(name);
+    let rows = [
+        [0.5f32, -1.0, 2.0, 0.25],
+        [1.0, 1.0, -0.5, 3.0],
+        [0.0, 0.1, 0.2, 0.3],
+    ];
+    let labels = [2i64, 0, 3];
+    let data: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    std::fs::write(p("s.npy"), npy_bytes("<f4", "(3, 4)", &data)).unwrap();
+    let label_bytes: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(p("y.npy"), npy_bytes("<i8", "(3,)", &label_bytes)).unwrap();
+    let s = |name: &str| p(name).to_str().unwrap().to_string();
+    let npy_run = |scores: &str, extra: &[&str]| {
+        let mut args = vec!["loss", "--k", "2", "--format", "npy"];
+        let (sc, y) = (s(scores), s("y.npy"));
+        args.extend([sc.as_str(), "--labels", y.as_str()]);
+        args.extend_from_slice(extra);
+        run(&args, "")
+    };
+    let (out_l, out_g) = (s("l.npy"), s("g.npy"));
+    let o = npy_run("s.npy", &["--out-loss", &out_l, "--out-grad", &out_g]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text: String = rows
+        .iter()
+        .zip(labels)
+        .map(|(r, y)| format!("{{\"scores\": {r:?}, \"label\": {y}}}\n"))
+        .collect();
+    let o = run(&["loss", "--k", "2"], &text);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let (losses, grads) = (npy_f32(&p("l.npy")), npy_f32(&p("g.npy")));
+    assert_eq!((losses.len(), grads.len()), (3, 12));
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["loss"].as_f64().unwrap() as f32, losses[i]);
+        for j in 0..4 {
+            assert_eq!(line["grad"][j].as_f64().unwrap() as f32, grads[i * 4 + j]);
+        }
+    }
+    let o = run(
+        &[
+            "metrics",
+            "--format",
+            "npy",
+            &s("s.npy"),
+            "--labels",
+            &s("y.npy"),
+            "--k",
+            "4",
+        ],
+        "",
+    );
+    assert!(
+        stdout(&o).contains("top-4     1.0000  (3/3)"),
+        "{}",
+        stdout(&o)
+    );
+
+    // Refused before any allocation or output: each is one line, and no output file appears.
+    let bad = [
+        (
+            "trunc.npy",
+            npy_bytes("<f4", "(3, 4)", &data[..40]),
+            "truncated",
+        ),
+        (
+            "huge.npy",
+            npy_bytes("<f4", "(1099511627776, 1099511627776)", &data),
+            "too large",
+        ),
+        (
+            "wide.npy",
+            npy_bytes("<f4", "(2, 6)", &data),
+            "labels must have shape [2]",
+        ),
+        ("be.npy", npy_bytes(">f4", "(3, 4)", &data), "big-endian"),
+        (
+            "int.npy",
+            npy_bytes("<i4", "(3, 4)", &data),
+            "float32 or float64",
+        ),
+        (
+            "flat.npy",
+            npy_bytes("<f4", "(12,)", &data),
+            "shape [batch, n]",
+        ),
+        ("junk.npy", b"not numpy at all".to_vec(), "magic"),
+    ];
+    let out = s("never.npy");
+    for (name, bytes, needle) in bad {
+        std::fs::write(p(name), bytes).unwrap();
+        let o = npy_run(name, &["--out-loss", &out]);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{name}");
+        assert!(
+            err.contains(needle) && err.lines().count() == 1,
+            "{name}: {err}"
+        );
+        assert!(!p("never.npy").exists(), "{name}");
+    }
+    // A label out of range is found while computing: still no output file.
+    let y_bad: Vec<u8> = [2i64, 0, 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(p("y.npy"), npy_bytes("<i8", "(3,)", &y_bad)).unwrap();
+    let o = npy_run("s.npy", &["--out-loss", &out]);
+    assert!(
+        stderr(&o).contains("sample 2: label 4 is out of range"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!p("never.npy").exists());
+    let leftovers = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .count();
+    assert_eq!(leftovers, 0);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,7 +1,8 @@
 //! One type for "any of the losses", for callers that pick the loss at run time (a CLI flag, a
 //! framework adapter's op argument).
 
-use crate::{CrossEntropy, HardTopkSvm, Loss, Scalar, SmoothTopkSvm, Workspace};
+use crate::loss::{Kernel, Workspace};
+use crate::{CrossEntropy, HardTopkSvm, Loss, Scalar, SmoothTopkSvm};
 
 /// A configured loss of any kind; implements [`Loss`] by forwarding to the variant.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,7 +41,9 @@ impl Loss for AnyLoss {
             AnyLoss::CrossEntropy(l) => l.min_classes(),
         }
     }
+}
 
+impl Kernel for AnyLoss {
     fn sample_loss<T: Scalar>(
         &self,
         scores: &[T],

@@ -1,6 +1,6 @@
 //! Softmax cross-entropy, written as carefully as the top-k losses it is compared with.
 
-use crate::loss::{resize, sigmoid, softplus, Loss, Workspace};
+use crate::loss::{resize, sigmoid, softplus, Kernel, Loss, Workspace};
 use crate::simd::{exp_excluding, max_excluding, sum, write_excluding};
 use crate::Scalar;
 
@@ -17,7 +17,9 @@ impl Loss for CrossEntropy {
     fn min_classes(&self) -> usize {
         1
     }
+}
 
+impl Kernel for CrossEntropy {
     fn sample_loss<T: Scalar>(
         &self,
         scores: &[T],

@@ -3,7 +3,8 @@
 use thiserror::Error;
 
 /// Why a loss, metric or polynomial could not be computed. Inputs are checked before anything
-/// is written, so an `Err` leaves the caller's output buffers untouched.
+/// is written, so an `Err` about an input leaves the caller's output buffers untouched; only
+/// [`TopkError::NotRepresentable`] is found while computing.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum TopkError {
     /// `k` must satisfy `1 <= k < n` (the loss compares the label with k other classes).
@@ -35,6 +36,15 @@ pub enum TopkError {
     /// A batch needs at least one sample and at least `min` classes.
     #[error("need at least {min} classes, got n = {n}")]
     TooFewClasses { n: usize, min: usize },
+    /// A finite input whose loss cannot be represented: it overflows the output type (e.g.
+    /// float32), or the scores are so far apart, relative to `k tau`, that the weights
+    /// `exp((s_i - s_y) / (k tau))` leave even the extended range. The outputs of the batch are
+    /// unspecified then (this is found while computing, unlike the input errors).
+    #[error("sample {sample}: the loss is not representable (it overflows the output type, or the scores are too far apart for k tau)")]
+    NotRepresentable { sample: usize },
+    /// A requested output too large to allocate.
+    #[error("{what} = {value} is too large: its output cannot be allocated")]
+    TooLarge { what: &'static str, value: usize },
     /// No samples at all.
     #[error("empty batch: no samples")]
     EmptyBatch,

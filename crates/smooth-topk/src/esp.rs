@@ -454,30 +454,39 @@ pub fn log_elementary_symmetric(x: &[f64], k: usize) -> crate::Result<Vec<f64>> 
             value,
         });
     }
+    // k + 1 entries, all but min(k, N) + 1 of them -inf: refuse a k whose output cannot exist.
+    let too_large = crate::TopkError::TooLarge {
+        what: "k",
+        value: k,
+    };
+    let len = k.checked_add(1).ok_or(too_large.clone())?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| too_large)?;
     let top = k.min(x.len());
     let shift = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     if x.is_empty() {
-        let mut out = vec![f64::NEG_INFINITY; k + 1];
-        out[0] = 0.0;
+        out.push(0.0);
+        out.resize(len, f64::NEG_INFINITY);
         return Ok(out);
     }
     let mut lin = FastScratch::default();
     lin.weights.extend(x.iter().map(|&v| (v - shift).exp()));
     lin.forward(top);
     let needed: Vec<usize> = (0..=top).collect();
-    let mut out: Vec<f64> = if linear_pass_ok(&lin.full, &needed) {
-        lin.full
-            .iter()
-            .enumerate()
-            .map(|(j, s)| s.ln() + j as f64 * shift)
-            .collect()
+    if linear_pass_ok(&lin.full, &needed) {
+        out.extend(
+            lin.full
+                .iter()
+                .enumerate()
+                .map(|(j, s)| s.ln() + j as f64 * shift),
+        );
     } else {
         let mut ext = PolyScratch::<ExtFloat>::default();
         ext.weights.extend(x.iter().map(|&v| ExtFloat::exp(v)));
         ext.forward(top);
-        ext.full.iter().map(|s| s.ln_ratio(ExtFloat::ONE)).collect()
-    };
-    out.resize(k + 1, f64::NEG_INFINITY);
+        out.extend(ext.full.iter().map(|s| s.ln_ratio(ExtFloat::ONE)));
+    }
+    out.resize(len, f64::NEG_INFINITY);
     Ok(out)
 }
 

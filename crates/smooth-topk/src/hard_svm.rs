@@ -1,11 +1,19 @@
 //! The hard top-k SVM `l_k(s, y) = max(0, alpha + (s_\y[k] - s_y) / k)` and its subgradient.
 
 use crate::config::{check_alpha, check_k};
-use crate::loss::{Loss, Workspace};
+use crate::loss::{Kernel, Loss, Workspace};
 use crate::simd::simd_targets;
 use crate::{Result, Scalar};
 
-/// Hard top-k multiclass SVM (the `tau -> 0` limit of [`crate::SmoothTopkSvm`]).
+/// Hard top-k multiclass SVM (Berrada, Zisserman and Kumar, ICLR 2018; the `tau -> 0` limit of
+/// [`crate::SmoothTopkSvm`]): for the scores `s` of one sample and its label `y`,
+///
+/// ```text
+/// l_k(s, y) = max(0, alpha + (s_\y[k] - s_y) / k)
+/// ```
+///
+/// with `s_\y[k]` the k-th largest score of the classes other than `y`; `k = 1` is the
+/// multiclass hinge loss. Batches are row-major `[batch, n]` slices (see [`Loss`]).
 ///
 /// The subgradient, where the loss is positive, is `-1/k` on the label and `+1/(k t)` on each of
 /// the `t` non-label scores tied with the k-th largest one: the limit of the smooth gradient, and
@@ -139,9 +147,12 @@ fn margin_violation(alpha: f64, kth: f64, s_y: f64, k: f64) -> f64 {
 
 impl Loss for HardTopkSvm {
     fn min_classes(&self) -> usize {
-        self.k + 1
+        // Saturating: a k no batch can satisfy is refused by the batch check, not wrapped.
+        self.k.saturating_add(1)
     }
+}
 
+impl Kernel for HardTopkSvm {
     fn sample_loss<T: Scalar>(
         &self,
         scores: &[T],

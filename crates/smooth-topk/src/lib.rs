@@ -42,7 +42,7 @@ pub use cross_entropy::CrossEntropy;
 pub use error::{Result, TopkError};
 pub use esp::log_elementary_symmetric;
 pub use hard_svm::HardTopkSvm;
-pub use loss::{Loss, Reduction, Workspace};
+pub use loss::{Loss, Reduction};
 pub use metrics::{label_rank, topk_accuracy, topk_correct};
 pub use scalar::Scalar;
 pub use smooth_svm::SmoothTopkSvm;

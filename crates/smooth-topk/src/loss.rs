@@ -16,14 +16,36 @@ pub enum Reduction {
     Sum,
 }
 
-/// Per-thread scratch memory for the per-sample kernels: O(n + k sqrt(n)) numbers, reused
-/// across samples so the hot loop allocates nothing.
-#[derive(Debug, Default, Clone)]
-pub struct Workspace {
-    pub(crate) lin: FastScratch,
-    pub(crate) ext: PolyScratch<ExtFloat>,
-    pub(crate) values: Vec<f64>,
+/// The per-sample kernels, kept out of the public API: a kernel trusts its input (shapes,
+/// labels and finite scores checked by the caller) and indexes without checks, so it is only
+/// reached through the validating methods of [`Loss`]. The module is private: outside the
+/// crate the trait can be neither named, called nor implemented.
+mod kernel {
+    use super::*;
+
+    /// Loss (and gradient) of one validated sample.
+    pub trait Kernel {
+        /// `scores.len() >= min_classes`, `label < scores.len()`, scores finite; `grad`, when
+        /// given, as long as `scores`.
+        fn sample_loss<T: Scalar>(
+            &self,
+            scores: &[T],
+            label: usize,
+            grad: Option<&mut [T]>,
+            ws: &mut Workspace,
+        ) -> f64;
+    }
+
+    /// Per-thread scratch memory for the per-sample kernels: O(n + k sqrt(n)) numbers, reused
+    /// across samples so the hot loop allocates nothing.
+    #[derive(Debug, Default, Clone)]
+    pub struct Workspace {
+        pub(crate) lin: FastScratch,
+        pub(crate) ext: PolyScratch<ExtFloat>,
+        pub(crate) values: Vec<f64>,
+    }
 }
+pub(crate) use kernel::{Kernel, Workspace};
 
 /// One sample's scores, label, loss slot and gradient row, as zipped iterators yield them.
 type RowWithGrad<'a, T> = (((&'a [T], &'a usize), &'a mut T), &'a mut [T]);
@@ -85,6 +107,15 @@ pub(crate) fn validate_batch<T: Scalar>(
     Ok(())
 }
 
+/// A non-finite loss from finite inputs: an overflow of the output type or of the extended
+/// range (see [`TopkError::NotRepresentable`]).
+fn check_representable<T: Scalar>(losses: &[T]) -> Result<()> {
+    match losses.iter().position(|v| !v.to_f64().is_finite()) {
+        Some(sample) => Err(TopkError::NotRepresentable { sample }),
+        None => Ok(()),
+    }
+}
+
 fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
     if got == expected {
         Ok(())
@@ -102,19 +133,9 @@ fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
 /// Implementors provide the per-sample kernel; the provided methods validate the whole batch
 /// first (so an error never leaves a buffer half written) and spread samples over rayon's
 /// current thread pool (`ThreadPool::install` picks the number of threads).
-pub trait Loss: Sync {
+pub trait Loss: Kernel + Sync {
     /// Smallest number of classes this configuration accepts (k + 1 for the top-k SVMs).
     fn min_classes(&self) -> usize;
-
-    /// Loss of one validated sample, with its gradient written to `grad` when given.
-    /// `scores.len() >= self.min_classes()`, `label < scores.len()`, scores finite.
-    fn sample_loss<T: Scalar>(
-        &self,
-        scores: &[T],
-        label: usize,
-        grad: Option<&mut [T]>,
-        ws: &mut Workspace,
-    ) -> f64;
 
     /// Per-sample losses of a batch, written to `losses` (length `batch`).
     fn loss_per_sample<T: Scalar>(
@@ -143,7 +164,7 @@ pub trait Loss: Sync {
                 .zip(losses.par_iter_mut())
                 .for_each_init(Workspace::default, work);
         }
-        Ok(())
+        check_representable(losses)
     }
 
     /// Per-sample losses and, in `grad` (same shape as `scores`), the gradient of each sample's
@@ -178,7 +199,7 @@ pub trait Loss: Sync {
                 .zip(grad.par_chunks_mut(n))
                 .for_each_init(Workspace::default, work);
         }
-        Ok(())
+        check_representable(losses)
     }
 
     /// The reduced loss (accumulated in `f64`) and its gradient, allocated.

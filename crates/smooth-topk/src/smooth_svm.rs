@@ -16,12 +16,24 @@
 use crate::config::{check_alpha, check_k, check_tau};
 use crate::esp::linear_pass_ok;
 use crate::hard_svm::HardTopkSvm;
-use crate::loss::{resize, sigmoid, softplus, Loss, Workspace};
+use crate::loss::{resize, sigmoid, softplus, Kernel, Loss, Workspace};
 use crate::number::{ExtFloat, PolyNum};
 use crate::simd::{exp_excluding, max_excluding, write_excluding};
 use crate::{Result, Scalar};
 
-/// Smooth top-k multiclass SVM with temperature `tau` and margin `alpha`.
+/// Smooth top-k multiclass SVM `L_{k,tau}` with temperature `tau` and margin `alpha`
+/// (Berrada, Zisserman and Kumar, "Smooth Loss Functions for Deep Top-k Classification", ICLR
+/// 2018). For the scores `s` of one sample (a row of `n`) and its label `y`, with
+/// `x_j = s_j / (k tau)` and `e'` the weights `exp(x_j)` of the classes other than `y`:
+///
+/// ```text
+/// L = tau * ln(1 + r),   r = exp(alpha / tau) * sigma_k(e') / (exp(x_y) * sigma_{k-1}(e'))
+/// dL/ds_y = -sigmoid(ln r) / k,   dL/ds_i = sigmoid(ln r) * (P_k(i) - P_{k-1}(i)) / k
+/// ```
+///
+/// where `sigma_j` is the elementary symmetric polynomial of degree j and `P_j(i)` the
+/// probability that class i is in a j-subset of the other classes drawn with weight `prod e'`.
+/// Batches are row-major `[batch, n]` slices (see [`Loss`]).
 ///
 /// Exact for every `1 <= k < n` (the loss and its gradient, no series approximation), stable for
 /// any finite scores: scaled `f64` arithmetic when the weights fit, an extended-exponent fallback
@@ -103,9 +115,12 @@ fn gradient_sink<T: Scalar>(
 
 impl Loss for SmoothTopkSvm {
     fn min_classes(&self) -> usize {
-        self.k + 1
+        // Saturating: a k no batch can satisfy is refused by the batch check, not wrapped.
+        self.k.saturating_add(1)
     }
+}
 
+impl Kernel for SmoothTopkSvm {
     fn sample_loss<T: Scalar>(
         &self,
         scores: &[T],
@@ -149,10 +164,24 @@ impl Loss for SmoothTopkSvm {
         } else {
             // Products of k weights left the f64 range: redo in extended range, scaled by the
             // label's score so that ln r needs no separate (and cancelling) offset term.
+            // The binary exponent of a product of k weights is a sum of k exponents of about
+            // 1.44 u each, held in an f64: exact (to the rounding the inputs already carry)
+            // only while below 2^53. Within `limit` every such sum is; beyond, a ratio of two
+            // products could lose the small difference it depends on, so the result is not
+            // computed: NaN, which the batch methods turn into an error. (A clamp would make
+            // unequal scores tie and return a wrong loss.)
+            let limit = 3e15 / k as f64;
             let ext = &mut ws.ext;
             ext.weights.clear();
-            ext.weights
-                .extend(others().map(|v| ExtFloat::exp(((v - s_y) / ktau).clamp(-1e300, 1e300))));
+            let mut in_range = true;
+            ext.weights.extend(others().map(|v| {
+                let u = (v - s_y) / ktau;
+                in_range &= u.abs() <= limit;
+                ExtFloat::exp(u.clamp(-limit, limit))
+            }));
+            if !in_range {
+                return f64::NAN;
+            }
             ext.forward(k);
             log_r = margin + ext.full[k].ln_ratio(ext.full[k - 1]);
             if let Some(g) = grad {
