@@ -324,6 +324,13 @@ impl HardTopkSvmLoss {
     }
 }
 
+/// The loss modules print on one line, as burn's own losses do.
+fn one_line() -> Option<DisplaySettings> {
+    DisplaySettings::new()
+        .with_new_line_after_attribute(false)
+        .optional()
+}
+
 fn reduction_name(sum: bool) -> &'static str {
     if sum {
         "Sum"
@@ -334,9 +341,7 @@ fn reduction_name(sum: bool) -> &'static str {
 
 impl ModuleDisplay for SmoothTopkSvmLoss {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        one_line()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
@@ -351,9 +356,7 @@ impl ModuleDisplay for SmoothTopkSvmLoss {
 
 impl ModuleDisplay for HardTopkSvmLoss {
     fn custom_settings(&self) -> Option<DisplaySettings> {
-        DisplaySettings::new()
-            .with_new_line_after_attribute(false)
-            .optional()
+        one_line()
     }
 
     fn custom_content(&self, content: Content) -> Option<Content> {
