@@ -17,12 +17,15 @@ pub fn topk_loss_per_sample(
     loss: AnyLoss,
 ) -> Result<Tensor<1>, TopkError> {
     check_shapes(&logits, &targets, &loss)?;
-    Ok(Tensor::from_dispatch(
-        <Dispatch as TopkLossBackend>::topk_loss(
-            logits.into_dispatch(),
-            targets.into_dispatch(),
-            loss,
-        ),
+    Ok(dispatch(logits, targets, loss))
+}
+
+/// The op itself, on shapes already checked.
+fn dispatch(logits: Tensor<2>, targets: Tensor<1, Int>, loss: AnyLoss) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as TopkLossBackend>::topk_loss(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+        loss,
     ))
 }
 
@@ -62,12 +65,12 @@ fn reduced(
     sum: bool,
     check: bool,
 ) -> Result<Tensor<1>, TopkError> {
+    check_shapes(&logits, &targets, &loss)?;
     if check {
-        check_shapes(&logits, &targets, &loss)?;
         let [_, n] = logits.dims();
         check_values(&logits, &targets, n)?;
     }
-    let per_sample = topk_loss_per_sample(logits, targets, loss)?;
+    let per_sample = dispatch(logits, targets, loss);
     Ok(if sum {
         per_sample.sum()
     } else {

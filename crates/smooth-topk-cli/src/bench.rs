@@ -302,6 +302,17 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 }
                 _ => None,
             };
+            let record = |loss, k, tau, pass, ms: f64| Record {
+                loss,
+                n,
+                batch: args.batch,
+                k,
+                tau,
+                threads,
+                pass,
+                median_ms: ms,
+                ns_per_score: ms * 1e6 / count,
+            };
             let mut ce_times = (0.0, 0.0);
             let mut rows = Vec::new();
             for setup in &setups {
@@ -326,17 +337,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 rows.push((setup.name.as_str(), setup.tau, fwd, both));
                 let k = (setup.name != LossName::Ce).then_some(args.k);
                 for (pass, ms) in [("forward", fwd), ("forward+backward", both)] {
-                    records.push(Record {
-                        loss: setup.name.as_str(),
-                        n,
-                        batch: args.batch,
-                        k,
-                        tau: setup.tau,
-                        threads,
-                        pass,
-                        median_ms: ms,
-                        ns_per_score: ms * 1e6 / count,
-                    });
+                    records.push(record(setup.name.as_str(), k, setup.tau, pass, ms));
                 }
             }
             // The floor: read every score and write every gradient entry, nothing else.
@@ -354,30 +355,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             if let Some((f, b, _)) = &torch {
                 rows.push(("torch-ce", None, *f, *b));
                 for (pass, ms) in [("forward", *f), ("forward+backward", *b)] {
-                    records.push(Record {
-                        loss: "torch-ce",
-                        n,
-                        batch: args.batch,
-                        k: None,
-                        tau: None,
-                        threads,
-                        pass,
-                        median_ms: ms,
-                        ns_per_score: ms * 1e6 / count,
-                    });
+                    records.push(record("torch-ce", None, None, pass, ms));
                 }
             }
-            records.push(Record {
-                loss: "copy",
-                n,
-                batch: args.batch,
-                k: None,
-                tau: None,
-                threads,
-                pass: "forward+backward",
-                median_ms: copy,
-                ns_per_score: copy * 1e6 / count,
-            });
+            records.push(record("copy", None, None, "forward+backward", copy));
             for (name, tau, fwd, both) in rows {
                 let vs_torch = torch
                     .as_ref()

@@ -102,8 +102,9 @@ impl SmoothTopkSvm {
     }
 }
 
-/// The gradient writer shared by both number systems: `-scale` on the label and
+/// A scalar gradient writer for the test reference path: `-scale` on the label and
 /// `scale * (P_k(i) - P_{k-1}(i))` on each non-label class `i` (indexed without the label).
+#[cfg(test)]
 fn gradient_sink<T: Scalar>(
     g: &mut [T],
     label: usize,
@@ -177,7 +178,7 @@ impl Kernel for SmoothTopkSvm {
             ext.weights.extend(others().map(|v| {
                 let u = (v - s_y) / ktau;
                 in_range &= u.abs() <= limit;
-                ExtFloat::exp(u.clamp(-limit, limit))
+                ExtFloat::exp(u)
             }));
             if !in_range {
                 return f64::NAN;
@@ -185,7 +186,16 @@ impl Kernel for SmoothTopkSvm {
             ext.forward(k);
             log_r = margin + ext.full[k].ln_ratio(ext.full[k - 1]);
             if let Some(g) = grad {
-                ext.inclusion(k, gradient_sink(g, label, sigmoid(log_r) / k as f64));
+                // Into the fast path's probability rows, then the same gradient writer.
+                let (p_k, p_k1) = (&mut lin.p_k, &mut lin.p_k1);
+                resize(p_k, scores.len() - 1);
+                resize(p_k1, scores.len() - 1);
+                ext.inclusion(k, |i, a, b| {
+                    p_k[i] = a;
+                    p_k1[i] = b;
+                });
+                let scale = sigmoid(log_r) / k as f64;
+                write_excluding(g, label, -scale, scale, p_k, Some(p_k1));
             }
         }
         self.tau * softplus(log_r)

@@ -152,6 +152,25 @@ def _reduce(losses: np.ndarray, grad, reduction: str, weights):
     return value, grad
 
 
+def _reduced(scores, labels, with_grad, loss, k, tau, alpha, reduction, weights, switch, num_threads):
+    """:func:`per_sample`, weighted and reduced: ``(value, grad or None)``."""
+    out = per_sample(
+        scores,
+        labels,
+        loss=loss,
+        k=k,
+        tau=tau,
+        alpha=alpha,
+        reference_hard_switch=switch,
+        with_grad=with_grad,
+        num_threads=num_threads,
+    )
+    losses, grad = out if with_grad else (out, None)
+    w = _weights(weights, losses.shape[0], losses.dtype)
+    value, grad = _reduce(losses, grad, reduction, w)
+    return (value if reduction == "none" else float(value)), grad
+
+
 def loss(
     scores,
     labels,
@@ -168,19 +187,10 @@ def loss(
     """The loss of a batch: a float for ``reduction="mean"`` (default) or ``"sum"``, the
     per-sample losses for ``"none"``. ``weights`` (one per sample) multiply the per-sample
     losses before the reduction; ``"mean"`` then divides by the batch size."""
-    losses = per_sample(
-        scores,
-        labels,
-        loss=loss,
-        k=k,
-        tau=tau,
-        alpha=alpha,
-        reference_hard_switch=reference_hard_switch,
-        num_threads=num_threads,
+    value, _ = _reduced(
+        scores, labels, False, loss, k, tau, alpha, reduction, weights, reference_hard_switch, num_threads
     )
-    w = _weights(weights, losses.shape[0], losses.dtype)
-    value, _ = _reduce(losses, None, reduction, w)
-    return value if reduction == "none" else float(value)
+    return value
 
 
 def loss_and_grad(
@@ -199,20 +209,9 @@ def loss_and_grad(
     """``(value, grad)``: the loss as :func:`loss` returns it and its exact gradient with respect
     to ``scores`` (``[batch, n]``, the dtype of the scores; for ``"none"``, row ``i`` is the
     gradient of sample ``i``'s loss)."""
-    losses, grad = per_sample(
-        scores,
-        labels,
-        loss=loss,
-        k=k,
-        tau=tau,
-        alpha=alpha,
-        reference_hard_switch=reference_hard_switch,
-        with_grad=True,
-        num_threads=num_threads,
+    return _reduced(
+        scores, labels, True, loss, k, tau, alpha, reduction, weights, reference_hard_switch, num_threads
     )
-    w = _weights(weights, losses.shape[0], losses.dtype)
-    value, grad = _reduce(losses, grad, reduction, w)
-    return (value if reduction == "none" else float(value)), grad
 
 
 def topk_accuracy(scores, labels, k: int = 5, *, num_threads: int | None = None) -> np.ndarray:
