@@ -274,7 +274,7 @@ fn launch_hard(
 fn launch_smooth(
     scores: &CubeTensor,
     targets: &CubeTensor,
-    loss: AnyLoss,
+    loss: &AnyLoss,
     with_grad: bool,
     plan: KernelPlan,
 ) -> Result<Outputs, String> {
@@ -364,18 +364,22 @@ fn rows_in_place(logits: CubeTensor) -> CubeTensor {
 
 fn launch(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss, with_grad: bool) -> Outputs {
     let [batch, n] = logits.shape().dims::<2>();
-    let k = match loss {
+    let k = match &loss {
         AnyLoss::Hard(l) => l.k(),
-        other => smooth_k(other),
+        AnyLoss::Smooth(_) | AnyLoss::CrossEntropy(_) => smooth_k(&loss),
+        // The kernels compute the smooth SVM family; the field's other losses run on the host
+        // copy of the batch (see the crate's documentation).
+        _ => return on_host::<CubeBackend>(logits, targets, loss, with_grad),
     };
     if batch == 0 || n < loss.min_classes() || k > MAX_KERNEL_K {
         return on_host::<CubeBackend>(logits, targets, loss, with_grad);
     }
     let scores = rows_in_place(logits);
     let targets = into_contiguous(targets);
-    if let AnyLoss::Hard(hard) = loss {
-        return launch_hard(scores, targets, hard, with_grad);
+    if let AnyLoss::Hard(hard) = &loss {
+        return launch_hard(scores, targets, *hard, with_grad);
     }
+    let loss = &loss;
     match pinned_plan() {
         Some(plan) => launch_smooth(&scores, &targets, loss, with_grad, plan)
             .or_else(|_| {
@@ -383,7 +387,7 @@ fn launch(logits: CubeTensor, targets: CubeTensor, loss: AnyLoss, with_grad: boo
                 launch_smooth(&scores, &targets, loss, with_grad, KernelPlan::ALL[0])
             })
             .expect("the first plan fits every shape"),
-        None => autotuned_smooth(scores, targets, loss, with_grad),
+        None => autotuned_smooth(scores, targets, loss.clone(), with_grad),
     }
 }
 
@@ -414,7 +418,7 @@ impl AutotuneOutput for TunedOutputs {}
 
 fn plan_key((scores, _, loss, with_grad): &TuneInputs) -> PlanKey {
     let [batch, n] = scores.shape().dims::<2>();
-    let k = smooth_k(*loss);
+    let k = smooth_k(loss);
     let (budget, units) = device_limits(scores);
     let fitting = KernelPlan::ALL
         .iter()
@@ -425,7 +429,7 @@ fn plan_key((scores, _, loss, with_grad): &TuneInputs) -> PlanKey {
 }
 
 /// k of the smooth kernel's launch (cross-entropy is its top-1 case).
-fn smooth_k(loss: AnyLoss) -> usize {
+fn smooth_k(loss: &AnyLoss) -> usize {
     match loss {
         AnyLoss::Smooth(l) => l.k(),
         _ => 1,
@@ -436,7 +440,7 @@ fn tunable(plan: KernelPlan) -> Tunable<PlanKey, TuneInputs, TunedOutputs> {
     Tunable::new(
         plan.name(),
         move |(scores, targets, loss, with_grad): TuneInputs| {
-            launch_smooth(&scores, &targets, loss, with_grad, plan).map(TunedOutputs)
+            launch_smooth(&scores, &targets, &loss, with_grad, plan).map(TunedOutputs)
         },
     )
 }

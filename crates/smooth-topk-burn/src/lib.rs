@@ -20,6 +20,10 @@
 //! # Ok::<(), smooth_topk::TopkError>(())
 //! ```
 //!
+//! The field's other top-k losses have modules of the same shape: [`TruncatedTopkEntropyLoss`]
+//! (Lapin et al.), [`NoisedTopkHingeLoss`] (Garcin et al.), [`TopkCrossEntropyLoss`] (Petersen
+//! et al., over NeuralSort); on the CubeCL backends they run on the host copy of the batch.
+//!
 //! Backends: Flex and NdArray (feature `ndarray`, default) run the numeric core on the host
 //! buffers; with feature `wgpu` or `cuda` the CubeCL backends run one fused kernel per batch on
 //! the device; `Autodiff` over any of them gets the exact backward. Metrics: burn-train's
@@ -31,6 +35,7 @@ mod gpu;
 #[cfg(feature = "cube")]
 mod kernel;
 mod loss;
+mod other;
 
 pub use backend::TopkLossBackend;
 #[cfg(feature = "cube")]
@@ -38,5 +43,9 @@ pub use gpu::{pinned_plan_fallbacks, set_kernel_plan, KernelPlan};
 pub use loss::{
     topk_loss_per_sample, HardTopkSvmLoss, HardTopkSvmLossConfig, SmoothTopkSvmLoss,
     SmoothTopkSvmLossConfig,
+};
+pub use other::{
+    NoisedTopkHingeLoss, NoisedTopkHingeLossConfig, TopkCrossEntropyLoss,
+    TopkCrossEntropyLossConfig, TruncatedTopkEntropyLoss, TruncatedTopkEntropyLossConfig,
 };
 pub use smooth_topk::{AnyLoss, TopkError};

@@ -45,6 +45,7 @@ fn check_shapes(
             min: loss.min_classes(),
         });
     }
+    loss.check_classes(n)?;
     let [labels] = targets.dims();
     if labels != batch {
         return Err(TopkError::ShapeMismatch {
@@ -58,7 +59,7 @@ fn check_shapes(
 
 /// Per-sample losses reduced by sum or mean (shape `[1]`), shape errors returned; with
 /// `check`, label and finiteness errors too.
-fn reduced(
+pub(crate) fn reduced(
     logits: Tensor<2>,
     targets: Tensor<1, Int>,
     loss: AnyLoss,
@@ -124,13 +125,78 @@ fn check_values(logits: &Tensor<2>, targets: &Tensor<1, Int>, n: usize) -> Resul
 }
 
 /// Raises a shape error like burn's own losses do (they assert on shapes).
-fn or_panic(result: Result<Tensor<1>, TopkError>) -> Tensor<1> {
+pub(crate) fn or_panic(result: Result<Tensor<1>, TopkError>) -> Tensor<1> {
     result.unwrap_or_else(|e| panic!("smooth-topk: {e}"))
 }
 
-fn is_sum(reduction: &Reduction) -> bool {
+pub(crate) fn is_sum(reduction: &Reduction) -> bool {
     matches!(reduction, Reduction::Sum)
 }
+
+/// The methods every loss module shares, over its `core()` (the configured core loss) and
+/// `sum` (the reduction).
+macro_rules! forward_methods {
+    ($module:ident) => {
+        impl $module {
+            /// The reduced loss (shape `[1]`) of `logits [batch, n]` against `targets [batch]`.
+            ///
+            /// # Panics
+            /// If `n` is too small for the loss or the shapes disagree (see
+            /// [`Self::try_forward`]), or on a label outside `0..n` or a non-finite logit.
+            pub fn forward(
+                &self,
+                logits: burn::tensor::Tensor<2>,
+                targets: burn::tensor::Tensor<1, burn::tensor::Int>,
+            ) -> burn::tensor::Tensor<1> {
+                $crate::loss::or_panic($crate::loss::reduced(
+                    logits,
+                    targets,
+                    self.core(),
+                    self.sum,
+                    false,
+                ))
+            }
+
+            /// [`Self::forward`] with every input error returned instead of raised: shapes,
+            /// labels outside `0..n`, non-finite logits (the last two cost a device sync;
+            /// `forward` skips them).
+            pub fn try_forward(
+                &self,
+                logits: burn::tensor::Tensor<2>,
+                targets: burn::tensor::Tensor<1, burn::tensor::Int>,
+            ) -> Result<burn::tensor::Tensor<1>, smooth_topk::TopkError> {
+                $crate::loss::reduced(logits, targets, self.core(), self.sum, true)
+            }
+
+            /// Per-sample losses `[batch]`.
+            pub fn forward_per_sample(
+                &self,
+                logits: burn::tensor::Tensor<2>,
+                targets: burn::tensor::Tensor<1, burn::tensor::Int>,
+            ) -> burn::tensor::Tensor<1> {
+                $crate::loss::or_panic($crate::loss::topk_loss_per_sample(
+                    logits,
+                    targets,
+                    self.core(),
+                ))
+            }
+
+            /// [`Self::forward_per_sample`] under burn's name for it.
+            pub fn forward_no_reduction(
+                &self,
+                logits: burn::tensor::Tensor<2>,
+                targets: burn::tensor::Tensor<1, burn::tensor::Int>,
+            ) -> burn::tensor::Tensor<1> {
+                self.forward_per_sample(logits, targets)
+            }
+        }
+    };
+}
+
+pub(crate) use forward_methods;
+
+forward_methods!(SmoothTopkSvmLoss);
+forward_methods!(HardTopkSvmLoss);
 
 /// Configuration of [`SmoothTopkSvmLoss`], the smooth top-k SVM `L_{k,tau}`.
 #[derive(Config, Debug)]
@@ -211,35 +277,6 @@ impl SmoothTopkSvmLoss {
         self.tau = tau;
         Ok(())
     }
-
-    /// The reduced loss (shape `[1]`) of `logits [batch, n]` against `targets [batch]`.
-    ///
-    /// # Panics
-    /// If `n <= k` or the shapes disagree (see [`Self::try_forward`]), or on a label outside
-    /// `0..n` or a non-finite logit.
-    pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        or_panic(reduced(logits, targets, self.core(), self.sum, false))
-    }
-
-    /// [`Self::forward`] with every input error returned instead of raised: shapes, labels
-    /// outside `0..n`, non-finite logits (the last two cost a device sync; `forward` skips them).
-    pub fn try_forward(
-        &self,
-        logits: Tensor<2>,
-        targets: Tensor<1, Int>,
-    ) -> Result<Tensor<1>, TopkError> {
-        reduced(logits, targets, self.core(), self.sum, true)
-    }
-
-    /// Per-sample losses `[batch]`.
-    pub fn forward_per_sample(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        or_panic(topk_loss_per_sample(logits, targets, self.core()))
-    }
-
-    /// [`Self::forward_per_sample`] under burn's name for it.
-    pub fn forward_no_reduction(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        self.forward_per_sample(logits, targets)
-    }
 }
 
 /// Configuration of [`HardTopkSvmLoss`], the hard top-k SVM `l_k`.
@@ -300,41 +337,16 @@ impl HardTopkSvmLoss {
     pub fn alpha(&self) -> f64 {
         self.alpha
     }
-
-    /// The reduced loss (shape `[1]`); panics like [`SmoothTopkSvmLoss::forward`].
-    pub fn forward(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        or_panic(reduced(logits, targets, self.core(), self.sum, false))
-    }
-
-    /// [`Self::forward`] with every input error returned instead of raised: shapes, labels
-    /// outside `0..n`, non-finite logits (the last two cost a device sync; `forward` skips them).
-    pub fn try_forward(
-        &self,
-        logits: Tensor<2>,
-        targets: Tensor<1, Int>,
-    ) -> Result<Tensor<1>, TopkError> {
-        reduced(logits, targets, self.core(), self.sum, true)
-    }
-
-    /// Per-sample losses `[batch]`.
-    pub fn forward_per_sample(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        or_panic(topk_loss_per_sample(logits, targets, self.core()))
-    }
-
-    /// [`Self::forward_per_sample`] under burn's name for it.
-    pub fn forward_no_reduction(&self, logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
-        self.forward_per_sample(logits, targets)
-    }
 }
 
 /// The loss modules print on one line, as burn's own losses do.
-fn one_line() -> Option<DisplaySettings> {
+pub(crate) fn one_line() -> Option<DisplaySettings> {
     DisplaySettings::new()
         .with_new_line_after_attribute(false)
         .optional()
 }
 
-fn reduction_name(sum: bool) -> &'static str {
+pub(crate) fn reduction_name(sum: bool) -> &'static str {
     if sum {
         "Sum"
     } else {

@@ -52,14 +52,8 @@ fn check(
 
 /// Kernel against the core on given rows: (max loss error, max gradient error).
 fn check_rows(device: &Device, n: usize, rows: &(Vec<f32>, Vec<i64>), loss: AnyLoss) -> (f64, f64) {
-    checked_errors(
-        &rows.0,
-        &rows.1,
-        n,
-        loss,
-        device,
-        &format!("n={n} {loss:?}"),
-    )
+    let what = format!("n={n} {loss:?}");
+    checked_errors(&rows.0, &rows.1, n, loss, device, &what)
 }
 
 #[test]
@@ -157,7 +151,7 @@ fn kernels_read_strided_batches() {
         HardTopkSvm::new(3, 1.0).unwrap().into(),
     ];
     let check = |what: &str, loss: AnyLoss, got: (Vec<f32>, Vec<f32>)| {
-        let (le, ge, bad) = errors_against_core(&rows, &labels, n, loss, &got);
+        let (le, ge, bad) = errors_against_core(&rows, &labels, n, loss.clone(), &got);
         assert!(
             bad == 0 && le <= 1e-5 && ge <= 1e-5,
             "{what} {loss:?}: loss {le:e} grad {ge:e}, {bad} non-finite"
@@ -180,13 +174,13 @@ fn kernels_read_strided_batches() {
         );
         assert_eq!(padded.meta.strides()[0], n + pad, "the slice is a view");
         let targets = CubeBackend::int_from_data(TensorData::new(labels.clone(), [batch]), &cube);
-        let (l, g) = CubeBackend::topk_loss_and_grad(padded, targets, loss);
-        check("padded rows", loss, (read(l), read(g)));
+        let (l, g) = CubeBackend::topk_loss_and_grad(padded, targets, loss.clone());
+        check("padded rows", loss.clone(), (read(l), read(g)));
 
         let transposed =
             Tensor::<2>::from_data(TensorData::new(column_major.clone(), [n, batch]), &device)
                 .transpose();
-        let got = op_loss_and_grad_of(transposed, &labels, loss, &device);
+        let got = op_loss_and_grad_of(transposed, &labels, loss.clone(), &device);
         check("transposed", loss, got);
     }
 }
@@ -209,7 +203,7 @@ fn hard_kernel_matches_the_core_including_ties() {
                 continue;
             }
             let loss: AnyLoss = HardTopkSvm::new(k, 1.0).unwrap().into();
-            let (le, ge) = check(&device, n, batch, loss, 2.0, (n + k) as u64);
+            let (le, ge) = check(&device, n, batch, loss.clone(), 2.0, (n + k) as u64);
             assert!(le <= 1e-6 && ge <= 1e-6, "n={n} k={k}: {le:e} {ge:e}");
             // Integer scores: many exact ties at the k-th place share the subgradient.
             let x: Vec<f32> = scores(batch * n, k as u64, 1.0)
@@ -245,5 +239,25 @@ fn autodiff_training_path_runs_on_the_device() {
     for row in grad.chunks(30) {
         assert!(row.iter().sum::<f32>().abs() < 1e-6);
         assert!(row.iter().all(|v| v.abs() <= 1.0 / 20.0 + 1e-6));
+    }
+}
+
+#[test]
+fn the_other_losses_run_on_the_host_copy_of_the_batch() {
+    let device = device();
+    let losses: [AnyLoss; 3] = [
+        smooth_topk::TruncatedTopkEntropy::new(3).unwrap().into(),
+        smooth_topk::NoisedTopkHinge::balanced(3, 0.5, 4)
+            .unwrap()
+            .with_seed(2)
+            .into(),
+        smooth_topk::TopkCrossEntropy::new(&[0.5, 0.0, 0.5], 1.0, Some(10))
+            .unwrap()
+            .into(),
+    ];
+    for loss in losses {
+        let what = format!("{loss:?}");
+        let (le, ge) = check(&device, 50, 4, loss, 1.0, 5);
+        assert!(le <= 1e-6 && ge <= 1e-6, "{what}: {le:e} {ge:e}");
     }
 }

@@ -113,7 +113,7 @@ fn upstream_gradient_and_reductions_are_honoured() {
     // Weighted sum of per-sample losses: row b of the gradient scales by w_b.
     let weights = [0.5f32, -2.0, 0.0, 3.0];
     let (logits, targets) = make();
-    let per_sample = topk_loss_per_sample(logits.clone(), targets, core).unwrap();
+    let per_sample = topk_loss_per_sample(logits.clone(), targets, core.clone()).unwrap();
     let w = Tensor::<1>::from_data(TensorData::new(weights.to_vec(), [batch]), &device);
     let g_weighted = to_vec(logits.grad(&(per_sample * w).sum().backward()).unwrap());
     let (logits, targets) = make();
@@ -291,4 +291,103 @@ fn try_forward_returns_label_and_finiteness_errors_and_tau_is_set_validated() {
         .unwrap()
         .into_scalar::<f32>();
     assert!((f64::from(got) - want).abs() <= 1e-6 * want.abs());
+}
+
+/// The field's other losses: each module's loss and autodiff gradient equal the core's.
+#[test]
+fn other_loss_modules_equal_the_core() {
+    use smooth_topk::{NoisedTopkHinge, TopkCrossEntropy, TruncatedTopkEntropy};
+    use smooth_topk_burn::{
+        NoisedTopkHingeLossConfig, TopkCrossEntropyLossConfig, TruncatedTopkEntropyLossConfig,
+    };
+    let device = Device::flex().autodiff();
+    let (batch, n) = (5usize, 40usize);
+    let x = scores(batch * n, 77, 2.0);
+    let y = labels(batch, n, 3);
+    let yu: Vec<usize> = y.iter().map(|&v| v as usize).collect();
+    let run = |forward: &dyn Fn(Tensor<2>, Tensor<1, Int>) -> Tensor<1>| {
+        let logits =
+            Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), &device).require_grad();
+        let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+        let value = forward(logits.clone(), targets);
+        let got = f64::from(value.clone().into_data().try_to_vec_as::<f32>().unwrap()[0]);
+        let grads = value.backward();
+        (got, to_vec(logits.grad(&grads).unwrap()))
+    };
+    let compare = |what: &str, got: (f64, Vec<f32>), want: (f64, Vec<f32>)| {
+        assert!(
+            (got.0 - want.0).abs() <= 1e-6 * want.0.abs().max(1.0),
+            "{what}: {} vs {}",
+            got.0,
+            want.0
+        );
+        for (a, b) in got.1.iter().zip(&want.1) {
+            assert!((a - b).abs() <= 1e-6, "{what}: {a} vs {b}");
+        }
+    };
+    let mean = smooth_topk::Reduction::Mean;
+
+    let entr = TruncatedTopkEntropyLossConfig::new()
+        .with_k(3)
+        .init()
+        .unwrap();
+    let want = TruncatedTopkEntropy::new(3)
+        .unwrap()
+        .loss_and_grad(&x, &yu, n, mean)
+        .unwrap();
+    compare("entropy", run(&|l, t| entr.forward(l, t)), want);
+
+    let ce = TopkCrossEntropyLossConfig::new()
+        .with_m(Some(12))
+        .with_tau(0.5)
+        .init()
+        .unwrap();
+    let want = TopkCrossEntropy::new(&[0.2; 5], 0.5, Some(12))
+        .unwrap()
+        .loss_and_grad(&x, &yu, n, mean)
+        .unwrap();
+    compare("top-k ce", run(&|l, t| ce.forward(l, t)), want);
+
+    // The noised hinge draws step 0's noise on the first call, step 1's on the second.
+    let noised = NoisedTopkHingeLossConfig::new()
+        .with_k(2)
+        .with_seed(9)
+        .init()
+        .unwrap();
+    let core =
+        smooth_topk::AnyLoss::from(NoisedTopkHinge::balanced(2, 1.0, 5).unwrap().with_seed(9));
+    let first = run(&|l, t| noised.forward(l, t));
+    compare(
+        "noised, step 0",
+        first.clone(),
+        core.for_step(0).loss_and_grad(&x, &yu, n, mean).unwrap(),
+    );
+    let second = run(&|l, t| noised.forward(l, t));
+    compare(
+        "noised, step 1",
+        second.clone(),
+        core.for_step(1).loss_and_grad(&x, &yu, n, mean).unwrap(),
+    );
+    assert_ne!(first.0, second.0);
+    assert_eq!(noised.steps(), 2);
+
+    // Settings are validated at init; margins must match the class count at forward.
+    assert!(NoisedTopkHingeLossConfig::new()
+        .with_epsilon(-1.0)
+        .init()
+        .is_err());
+    assert!(TopkCrossEntropyLossConfig::new()
+        .with_p_k(vec![0.5])
+        .init()
+        .is_err());
+    let imbalanced = NoisedTopkHingeLossConfig::new()
+        .with_margins(Some(vec![0.5; 7]))
+        .init()
+        .unwrap();
+    let logits = Tensor::<2>::from_data(TensorData::new(x.clone(), [batch, n]), &device);
+    let targets = Tensor::<1, Int>::from_data(TensorData::new(y.clone(), [batch]), &device);
+    assert!(matches!(
+        imbalanced.try_forward(logits, targets),
+        Err(TopkError::ShapeMismatch { .. })
+    ));
 }

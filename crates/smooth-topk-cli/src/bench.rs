@@ -210,28 +210,39 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             ))
         }
     }
+    let other = losses::OtherArgs {
+        m: Some(16),
+        ..Default::default()
+    };
+    let build = |name, tau| {
+        losses::build(name, args.k, tau, args.alpha, false, &other).map_err(|e| e.to_string())
+    };
     let mut setups = vec![Setup {
         name: LossName::Ce,
-        loss: losses::build(LossName::Ce, args.k, 1.0, args.alpha, false)
-            .map_err(|e| e.to_string())?,
+        loss: build(LossName::Ce, 1.0)?,
         tau: None,
     }];
     for &tau in &args.tau {
-        let loss = losses::build(LossName::Svm, args.k, tau, args.alpha, false)
-            .map_err(|e| e.to_string())?;
         setups.push(Setup {
             name: LossName::Svm,
-            loss,
+            loss: build(LossName::Svm, tau)?,
             tau: Some(tau),
         });
     }
-    let hard = losses::build(LossName::HardSvm, args.k, 1.0, args.alpha, false)
-        .map_err(|e| e.to_string())?;
-    setups.push(Setup {
-        name: LossName::HardSvm,
-        loss: hard,
-        tau: None,
-    });
+    // The field's other losses at their authors' defaults (topk-ce: m = 16, NeuralSort tau 1,
+    // p_k = [0.5, 0, .., 0, 0.5]).
+    for name in [
+        LossName::HardSvm,
+        LossName::Entr,
+        LossName::Noised,
+        LossName::TopkCe,
+    ] {
+        setups.push(Setup {
+            name,
+            loss: build(name, 1.0)?,
+            tau: None,
+        });
+    }
 
     let mut thread_counts = vec![1];
     if all_threads > 1 {

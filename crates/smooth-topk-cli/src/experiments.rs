@@ -73,7 +73,7 @@ pub struct RunArgs {
     data_dir: Option<PathBuf>,
     #[arg(long, value_enum)]
     model: Option<ModelKind>,
-    /// Top-k SVM's k (also the largest k reported).
+    /// The k of every top-k loss (also the largest k reported).
     #[arg(long)]
     k: Option<usize>,
     /// Smooth SVM temperature.
@@ -82,6 +82,22 @@ pub struct RunArgs {
     /// SVM margin.
     #[arg(long)]
     alpha: Option<f64>,
+    /// Noise standard deviation of the noised hinge (default 1).
+    #[arg(long)]
+    epsilon: Option<f64>,
+    /// Noise draws per sample of the noised hinge (default 5).
+    #[arg(long)]
+    n_sample: Option<usize>,
+    /// Scores the top-k cross-entropy keeps: the label's and the m - 1 largest others
+    /// (default 16; `all` keeps every score).
+    #[arg(long)]
+    sort_m: Option<String>,
+    /// NeuralSort temperature of the top-k cross-entropy (default 1).
+    #[arg(long)]
+    sort_tau: Option<f64>,
+    /// The top-k cross-entropy's weight on top-1; the rest goes to top-k (default 0.5).
+    #[arg(long)]
+    p_top1: Option<f64>,
     #[arg(long)]
     epochs: Option<usize>,
     #[arg(long)]
@@ -178,6 +194,19 @@ impl RunArgs {
         c.report_k = c.loss.k;
         setf(&mut c.loss.tau, self.tau);
         setf(&mut c.loss.alpha, self.alpha);
+        setf(&mut c.loss.epsilon, self.epsilon);
+        set(&mut c.loss.n_sample, self.n_sample);
+        setf(&mut c.loss.sort_tau, self.sort_tau);
+        setf(&mut c.loss.p_top1, self.p_top1);
+        if let Some(m) = &self.sort_m {
+            c.loss.m = match m.as_str() {
+                "all" => None,
+                v => Some(
+                    v.parse()
+                        .map_err(|_| format!("--sort-m {v}: a number or `all`"))?,
+                ),
+            };
+        }
         set(&mut c.epochs, self.epochs);
         set(&mut c.batch_size, self.batch_size);
         setf(&mut c.lr, self.lr);

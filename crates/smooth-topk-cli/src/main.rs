@@ -48,10 +48,10 @@ enum Command {
         file: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "svm")]
         loss: LossName,
-        /// The k of top-k (SVM losses).
+        /// The k of top-k (every loss but ce; topk-ce: the length of the default p_k).
         #[arg(long, default_value_t = 5)]
         k: usize,
-        /// Temperature of the smooth SVM.
+        /// Temperature of the smooth SVM (topk-ce: of NeuralSort).
         #[arg(long, default_value_t = 1.0)]
         tau: f64,
         /// Margin of the SVM losses.
@@ -68,6 +68,8 @@ enum Command {
         reference_hard_switch: bool,
         #[command(flatten)]
         npy: saved::NpyArgs,
+        #[command(flatten)]
+        other: losses::OtherArgs,
     },
     /// Top-1 .. top-k accuracy of saved scores with labels.
     Metrics {
@@ -115,7 +117,8 @@ fn main() -> ExitCode {
             format,
             reference_hard_switch,
             npy,
-        } => losses::build(loss, k, tau, alpha, reference_hard_switch)
+            other,
+        } => losses::build(loss, k, tau, alpha, reference_hard_switch, &other)
             .map_err(|e| e.to_string())
             .and_then(|l| saved::loss(&l, file.as_deref(), format, precision, &npy)),
         Command::Metrics {

@@ -140,6 +140,37 @@ fn csv_input_and_other_losses() {
 }
 
 #[test]
+fn the_fields_other_losses_have_cli_names() {
+    let loss_of = |args: &[&str], input: &str| -> f64 {
+        let mut all = vec!["loss", "--precision", "f64"];
+        all.extend_from_slice(args);
+        let o = run(&all, input);
+        assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+        v["loss"].as_f64().unwrap()
+    };
+    // The largest competitor (3) is left out: ln(1 + e^1 + e^2).
+    let row = "{\"scores\":[0,3,1,2],\"label\":0}";
+    let want = (1.0 + 1f64.exp() + 2f64.exp()).ln();
+    assert!((loss_of(&["--loss", "entr", "--k", "2"], row) - want).abs() < 1e-14);
+    // Without noise the hinge max(0, 1 + s_[2] - s_y) with s_[2] = 1.
+    let row = "{\"scores\":[2,0.5,1,-1],\"label\":1}";
+    let args = ["--loss", "noised", "--k", "1", "--epsilon", "0"];
+    assert!((loss_of(&args, row) - 1.5).abs() < 1e-15);
+    // p_k = [1] with the softmax top-1 and no floor is cross-entropy.
+    let args = ["--loss", "topk-ce", "--p-k", "1", "--floor", "0"];
+    let ce = (2f64.exp() + 0.5f64.exp() + 1f64.exp() + (-1f64).exp()).ln() - 0.5;
+    assert!((loss_of(&args, row) - ce).abs() < 1e-14);
+    let o = run(&["loss", "--loss", "topk-ce", "--p-k", "0.3,0.3"], row);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("sum of p_k") && err.lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
 fn errors_are_one_line_naming_the_input_line() {
     let cases: [(&[&str], &str, &str); 7] = [
         (
@@ -233,10 +264,11 @@ fn bench_prints_tables_and_json_records() {
     let (out, records) = bench_records(&["--no-torch"], "plain");
     assert!(out.contains("svm ") && out.contains("copy ") && out.contains("ns/score"));
     assert!(out.contains("PyTorch: not timed (--no-torch)"));
-    // 2 n x 2 thread counts x (3 losses x 2 passes + the copy floor).
-    assert_eq!(records.len(), 28);
+    // 2 n x 2 thread counts x (6 losses x 2 passes + the copy floor).
+    assert_eq!(records.len(), 52);
     for r in &records {
-        assert!(["svm", "hard-svm", "ce", "copy"].contains(&r["loss"].as_str().unwrap()));
+        let names = ["svm", "hard-svm", "ce", "entr", "noised", "topk-ce", "copy"];
+        assert!(names.contains(&r["loss"].as_str().unwrap()));
         assert!(["forward", "forward+backward"].contains(&r["pass"].as_str().unwrap()));
         assert!(r["median_ms"].as_f64().unwrap() > 0.0);
         assert!(r["ns_per_score"].as_f64().unwrap() > 0.0);

@@ -4,7 +4,9 @@
 //! `[batch, n]` read in place (no copy) and `int64` labels:
 //!
 //! * `per_sample(scores, labels, kind, k, tau, alpha, ...)`: per-sample losses `[batch]` and,
-//!   when asked, their gradients `[batch, n]`, in the dtype of the scores;
+//!   when asked, their gradients `[batch, n]`, in the dtype of the scores, for every loss of
+//!   the core (the smooth and hard SVMs, cross-entropy, the truncated top-k entropy, the noised
+//!   top-k hinge, the top-k cross-entropy);
 //! * `topk_correct(scores, labels, max_k, ...)`: how many labels are among the top 1..=max_k
 //!   scores.
 //!
@@ -18,11 +20,14 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use numpy::{
     Element, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2,
-    PyUntypedArrayMethods,
+    PyReadonlyArray3, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, Loss, Scalar, SmoothTopkSvm, TopkError};
+use smooth_topk::{
+    AnyLoss, CrossEntropy, HardTopkSvm, Loss, NoisedTopkHinge, Scalar, SmoothTopkSvm, Top1Mode,
+    TopkCrossEntropy, TopkError, TruncatedTopkEntropy,
+};
 
 /// Most threads a call may ask for.
 const MAX_THREADS: usize = 1024;
@@ -31,8 +36,28 @@ fn value_error(e: TopkError) -> PyErr {
     PyValueError::new_err(e.to_string())
 }
 
-/// The loss named `kind` (`svm`, `hard-svm`, `ce`), validated.
-fn build(kind: &str, k: usize, tau: f64, alpha: f64, switch: bool) -> PyResult<AnyLoss> {
+/// Settings of the field's other losses (each reads those that apply to it).
+struct Options {
+    epsilon: f64,
+    n_sample: usize,
+    margins: Option<Vec<f64>>,
+    scale: f64,
+    seed: u64,
+    p_k: Option<Vec<f64>>,
+    m: Option<usize>,
+    top1_mode: String,
+    floor: f64,
+}
+
+/// The loss named `kind` (`svm`, `hard-svm`, `ce`, `entr`, `noised`, `topk-ce`), validated.
+fn build(
+    kind: &str,
+    k: usize,
+    tau: f64,
+    alpha: f64,
+    switch: bool,
+    o: &Options,
+) -> PyResult<AnyLoss> {
     Ok(match kind {
         "svm" => SmoothTopkSvm::new(k, tau, alpha)
             .map_err(value_error)?
@@ -40,9 +65,36 @@ fn build(kind: &str, k: usize, tau: f64, alpha: f64, switch: bool) -> PyResult<A
             .into(),
         "hard-svm" => HardTopkSvm::new(k, alpha).map_err(value_error)?.into(),
         "ce" => CrossEntropy.into(),
+        "entr" => TruncatedTopkEntropy::new(k).map_err(value_error)?.into(),
+        "noised" => match &o.margins {
+            None => NoisedTopkHinge::balanced(k, o.epsilon, o.n_sample),
+            Some(m) => NoisedTopkHinge::imbalanced(k, o.epsilon, o.n_sample, m.clone(), o.scale),
+        }
+        .map_err(value_error)?
+        .with_seed(o.seed)
+        .into(),
+        "topk-ce" => {
+            let top1 = match o.top1_mode.as_str() {
+                "sm" => Top1Mode::Softmax,
+                "sort" => Top1Mode::Sort,
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "top1_mode {other:?} is not implemented: use \"sm\" or \"sort\""
+                    )))
+                }
+            };
+            let p_k = match &o.p_k {
+                Some(p) => p.clone(),
+                None => return Err(PyValueError::new_err("the top-k cross-entropy needs p_k")),
+            };
+            TopkCrossEntropy::new(&p_k, tau, o.m)
+                .and_then(|l| l.with_top1(top1).with_floor(o.floor))
+                .map_err(value_error)?
+                .into()
+        }
         other => {
             return Err(PyValueError::new_err(format!(
-                "loss {other:?} is unknown: use \"svm\", \"hard-svm\" or \"ce\""
+                "loss {other:?} is unknown: use \"svm\", \"hard-svm\", \"ce\", \"entr\", \"noised\" or \"topk-ce\""
             )))
         }
     })
@@ -137,6 +189,7 @@ fn run<'py, T: Scalar + Element>(
     scores: PyReadonlyArray2<'py, T>,
     labels: &[usize],
     loss: AnyLoss,
+    noise: Option<&[f64]>,
     with_grad: bool,
     threads: Option<usize>,
 ) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
@@ -160,9 +213,15 @@ fn run<'py, T: Scalar + Element>(
             None => None,
         };
         py.detach(|| {
-            on_pool(threads, || match grad_out {
-                Some(g) => loss.loss_and_grad_per_sample(values, labels, n, loss_out, g),
-                None => loss.loss_per_sample(values, labels, n, loss_out),
+            on_pool(threads, || match (&loss, noise, grad_out) {
+                (AnyLoss::NoisedHinge(l), Some(z), Some(g)) => {
+                    l.loss_and_grad_per_sample_with_noise(values, labels, n, z, loss_out, g)
+                }
+                (AnyLoss::NoisedHinge(l), Some(z), None) => {
+                    l.loss_per_sample_with_noise(values, labels, n, z, loss_out)
+                }
+                (_, _, Some(g)) => loss.loss_and_grad_per_sample(values, labels, n, loss_out, g),
+                (_, _, None) => loss.loss_per_sample(values, labels, n, loss_out),
             })
         })?
         .map_err(value_error)?;
@@ -171,9 +230,15 @@ fn run<'py, T: Scalar + Element>(
 }
 
 /// Per-sample losses `[batch]` and, with `with_grad`, their gradients `[batch, n]`, in the
-/// dtype of `scores`.
+/// dtype of `scores`. The keyword settings after `num_threads` belong to the field's other
+/// losses; `noise` (float64 `[batch, n, n_sample]`, C-contiguous) replaces the seeded noise of
+/// the noised hinge.
 #[pyfunction]
-#[pyo3(signature = (scores, labels, kind, k, tau, alpha, reference_hard_switch=false, with_grad=true, num_threads=None))]
+#[pyo3(signature = (
+    scores, labels, kind, k, tau, alpha, reference_hard_switch=false, with_grad=true,
+    num_threads=None, *, epsilon=1.0, n_sample=5, margins=None, scale=1.0, seed=0, noise=None,
+    p_k=None, m=None, top1_mode="sm".to_string(), floor=1e-7
+))]
 #[allow(clippy::too_many_arguments)]
 fn per_sample<'py>(
     py: Python<'py>,
@@ -186,12 +251,55 @@ fn per_sample<'py>(
     reference_hard_switch: bool,
     with_grad: bool,
     num_threads: Option<usize>,
+    epsilon: f64,
+    n_sample: usize,
+    margins: Option<Vec<f64>>,
+    scale: f64,
+    seed: u64,
+    noise: Option<PyReadonlyArray3<'py, f64>>,
+    p_k: Option<Vec<f64>>,
+    m: Option<usize>,
+    top1_mode: String,
+    floor: f64,
 ) -> PyResult<(Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
-    let loss = build(kind, k, tau, alpha, reference_hard_switch)?;
+    let options = Options {
+        epsilon,
+        n_sample,
+        margins,
+        scale,
+        seed,
+        p_k,
+        m,
+        top1_mode,
+        floor,
+    };
+    let loss = build(kind, k, tau, alpha, reference_hard_switch, &options)?;
     let labels = self::labels(&labels)?;
-    match self::scores(scores)? {
-        Scores::F32(s) => run(py, s, &labels, loss, with_grad, num_threads),
-        Scores::F64(s) => run(py, s, &labels, loss, with_grad, num_threads),
+    let scores = self::scores(scores)?;
+    let shape = match &scores {
+        Scores::F32(s) => [s.shape()[0], s.shape()[1], n_sample],
+        Scores::F64(s) => [s.shape()[0], s.shape()[1], n_sample],
+    };
+    let noise = match &noise {
+        Some(_) if kind != "noised" => {
+            return Err(PyValueError::new_err(
+                "noise applies to the noised hinge only",
+            ));
+        }
+        Some(z) if z.shape() != shape => {
+            return Err(PyValueError::new_err(format!(
+                "noise has shape {:?}, expected [batch, n, n_sample] = {shape:?}",
+                z.shape()
+            )))
+        }
+        Some(z) => Some(z.as_slice().map_err(|_| {
+            PyValueError::new_err("noise must be a C-contiguous float64 array [batch, n, n_sample]")
+        })?),
+        None => None,
+    };
+    match scores {
+        Scores::F32(s) => run(py, s, &labels, loss, noise, with_grad, num_threads),
+        Scores::F64(s) => run(py, s, &labels, loss, noise, with_grad, num_threads),
     }
 }
 
@@ -236,9 +344,17 @@ fn topk_correct<'py>(
     }
 }
 
+/// The imbalanced noised hinge's per-class margins from training-set class counts (see
+/// `NoisedTopkHinge::ldam_margins`).
+#[pyfunction]
+fn ldam_margins(class_counts: Vec<u64>, max_m: f64) -> PyResult<Vec<f64>> {
+    NoisedTopkHinge::ldam_margins(&class_counts, max_m).map_err(value_error)
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(per_sample, m)?)?;
+    m.add_function(wrap_pyfunction!(ldam_margins, m)?)?;
     m.add_function(wrap_pyfunction!(topk_correct, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

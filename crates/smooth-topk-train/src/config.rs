@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use smooth_topk::{AnyLoss, CrossEntropy, HardTopkSvm, SmoothTopkSvm};
+use smooth_topk::{
+    AnyLoss, CrossEntropy, HardTopkSvm, NoisedTopkHinge, SmoothTopkSvm, TopkCrossEntropy,
+    TruncatedTopkEntropy,
+};
 
 use crate::models::{ModelKind, MIN_INPUT_SIDE};
 use crate::protocol::Protocol;
@@ -81,37 +84,154 @@ pub struct DataConfig {
 #[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LossKind {
+    /// Softmax cross-entropy.
     Ce,
+    /// Smooth top-k SVM (Berrada et al.).
     Svm,
+    /// Hard top-k SVM.
     HardSvm,
+    /// Truncated top-k entropy (Lapin et al.).
+    Entr,
+    /// Noised top-k hinge, balanced (Garcin et al.).
+    Noised,
+    /// Top-k cross-entropy over NeuralSort (Petersen et al.).
+    TopkCe,
 }
 
 impl LossKind {
+    /// Every loss, in the order reports list them.
+    pub const ALL: [LossKind; 6] = [
+        LossKind::Ce,
+        LossKind::Svm,
+        LossKind::HardSvm,
+        LossKind::Entr,
+        LossKind::Noised,
+        LossKind::TopkCe,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             LossKind::Ce => "ce",
             LossKind::Svm => "svm",
             LossKind::HardSvm => "hard-svm",
+            LossKind::Entr => "entr",
+            LossKind::Noised => "noised",
+            LossKind::TopkCe => "topk-ce",
         }
+    }
+
+    /// The loss named `name` (as [`Self::name`] spells it).
+    pub fn parse(name: &str) -> Option<LossKind> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// A margin loss (the SVMs and the noised hinge), whose gradients do not shrink as the
+    /// scores grow: the protocols give them the SVM's learning rates; the others (entropies)
+    /// get cross-entropy's.
+    pub fn is_hinge(self) -> bool {
+        matches!(self, LossKind::Svm | LossKind::HardSvm | LossKind::Noised)
     }
 }
 
-/// The loss and its parameters (k, tau, alpha are ignored by cross-entropy).
+fn default_epsilon() -> f64 {
+    1.0
+}
+fn default_n_sample() -> usize {
+    5
+}
+fn default_m() -> Option<usize> {
+    Some(16)
+}
+fn default_p_top1() -> f64 {
+    0.5
+}
+
+/// The loss and its parameters (each loss reads those that apply to it).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LossConfig {
     pub kind: LossKind,
+    /// The k of top-k (all but cross-entropy).
     pub k: usize,
+    /// Temperature of the smooth SVM.
     pub tau: f64,
+    /// Margin of the SVMs.
     pub alpha: f64,
+    /// Noise standard deviation of the noised hinge.
+    #[serde(default = "default_epsilon")]
+    pub epsilon: f64,
+    /// Noise draws per sample of the noised hinge.
+    #[serde(default = "default_n_sample")]
+    pub n_sample: usize,
+    /// Scores the top-k cross-entropy keeps (`None`: all).
+    #[serde(default = "default_m")]
+    pub m: Option<usize>,
+    /// NeuralSort temperature of the top-k cross-entropy.
+    #[serde(default = "default_tau")]
+    pub sort_tau: f64,
+    /// The top-k cross-entropy's `p_k`: `p_top1` on k = 1, the rest on k.
+    #[serde(default = "default_p_top1")]
+    pub p_top1: f64,
 }
 
+fn default_tau() -> f64 {
+    1.0
+}
+
+/// Largest k of the top-k cross-entropy (its `p_k` has k entries).
+const MAX_TOPK_CE_K: usize = 1 << 16;
+
 impl LossConfig {
-    /// The core loss (validated: k >= 1, tau > 0, alpha >= 0).
+    /// `kind` with the defaults: k = 5, tau = 1, alpha = 1 (the paper's CIFAR-100 SVM);
+    /// epsilon = 1, 5 draws (`pytopk`'s defaults); m = 16, NeuralSort tau = 1,
+    /// `p_k = [0.5, 0, 0, 0, 0.5]`.
+    pub fn new(kind: LossKind) -> Self {
+        LossConfig {
+            kind,
+            k: 5,
+            tau: 1.0,
+            alpha: 1.0,
+            epsilon: default_epsilon(),
+            n_sample: default_n_sample(),
+            m: default_m(),
+            sort_tau: default_tau(),
+            p_top1: default_p_top1(),
+        }
+    }
+
+    /// The top-k cross-entropy's rank distribution.
+    fn p_k(&self) -> Vec<f64> {
+        let mut p = vec![0.0; self.k.max(1)];
+        p[0] += self.p_top1;
+        *p.last_mut().expect("k >= 1") += 1.0 - self.p_top1;
+        p
+    }
+
+    /// The core loss (validated).
     pub fn build(&self) -> Result<AnyLoss, TrainError> {
         Ok(match self.kind {
             LossKind::Ce => CrossEntropy.into(),
             LossKind::Svm => SmoothTopkSvm::new(self.k, self.tau, self.alpha)?.into(),
             LossKind::HardSvm => HardTopkSvm::new(self.k, self.alpha)?.into(),
+            LossKind::Entr => TruncatedTopkEntropy::new(self.k)?.into(),
+            LossKind::Noised => {
+                NoisedTopkHinge::balanced(self.k, self.epsilon, self.n_sample)?.into()
+            }
+            LossKind::TopkCe => {
+                // p_k has k entries: a k no dataset could have is refused before allocating.
+                if self.k > MAX_TOPK_CE_K {
+                    return Err(TrainError::InvalidConfig(format!(
+                        "k = {} is too large for the top-k cross-entropy (at most {MAX_TOPK_CE_K})",
+                        self.k
+                    )));
+                }
+                if !(0.0..=1.0).contains(&self.p_top1) {
+                    return Err(TrainError::InvalidConfig(format!(
+                        "p_top1 = {} is invalid: need 0 <= p_top1 <= 1",
+                        self.p_top1
+                    )));
+                }
+                TopkCrossEntropy::new(&self.p_k(), self.sort_tau, self.m)?.into()
+            }
         })
     }
 
@@ -121,6 +241,18 @@ impl LossConfig {
             LossKind::Ce => "ce".into(),
             LossKind::Svm => format!("svm(k={},tau={},alpha={})", self.k, self.tau, self.alpha),
             LossKind::HardSvm => format!("hard-svm(k={},alpha={})", self.k, self.alpha),
+            LossKind::Entr => format!("entr(k={})", self.k),
+            LossKind::Noised => format!(
+                "noised(k={},epsilon={},n_sample={})",
+                self.k, self.epsilon, self.n_sample
+            ),
+            LossKind::TopkCe => format!(
+                "topk-ce(k={},p_top1={},tau={},m={})",
+                self.k,
+                self.p_top1,
+                self.sort_tau,
+                self.m.map_or("all".to_string(), |m| m.to_string())
+            ),
         }
     }
 }

@@ -115,7 +115,7 @@ impl Protocol {
 
     /// The full configuration of a run with `loss` on `source`.
     pub fn config(self, source: DataSource, loss: LossKind) -> TrainConfig {
-        let svm = loss != LossKind::Ce;
+        let svm = loss.is_hinge();
         let geometry = match source {
             DataSource::Folder { .. } => self.folder_geometry(),
             _ => FolderGeometry {
@@ -142,12 +142,7 @@ impl Protocol {
                 skip_unreadable: false,
             },
             model: ModelKind::Convnet,
-            loss: LossConfig {
-                kind: loss,
-                k: 5,
-                tau: 1.0,
-                alpha: 1.0,
-            },
+            loss: LossConfig::new(loss),
             report_k: 5,
             epochs: 10,
             batch_size: 64,

@@ -19,7 +19,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use plotters::style::{RGBColor, BLUE, GREEN, RED};
+use plotters::style::{RGBColor, BLACK, BLUE, GREEN, MAGENTA, RED};
+
+/// Orange, which plotters does not name.
+const ORANGE: RGBColor = RGBColor(240, 140, 0);
 use serde::{Deserialize, Serialize};
 use smooth_topk_data::Loader;
 
@@ -855,6 +858,92 @@ fn statement(results: &GridResults) -> String {
     text
 }
 
+/// Every loss of the grid other than cross-entropy and the smooth SVM against each of them, at
+/// every level: the differences of the mean test accuracies and their standard errors.
+fn other_losses(results: &GridResults) -> Option<String> {
+    let k = results.k;
+    let rows_of =
+        |kind: LossKind| -> Vec<&Row> { results.rows.iter().filter(|r| r.kind == kind).collect() };
+    let others: Vec<LossKind> = results
+        .grid
+        .configs
+        .iter()
+        .map(|c| c.loss.kind)
+        .filter(|k| !matches!(k, LossKind::Ce | LossKind::Svm))
+        .collect();
+    if others.is_empty() {
+        return None;
+    }
+    let settings: Vec<String> = results
+        .grid
+        .configs
+        .iter()
+        .filter(|c| others.contains(&c.loss.kind))
+        .map(|c| format!("`{}`", c.loss.label()))
+        .collect();
+    let mut text = format!(
+        "Settings: {} (their authors' defaults where they have them); only the learning rate is \
+         chosen per loss and level, as for the others. Each loss minus the baseline, in points \
+         of test accuracy, per level of {} (standard errors in brackets; * marks a difference \
+         of more than twice it):\n\n| loss | against | accuracy |",
+        settings.join(", "),
+        results.grid.experiment.variable()
+    );
+    let levels: Vec<Level> = results.grid.levels.clone();
+    for level in &levels {
+        write!(text, " {} |", level.label()).unwrap();
+    }
+    text.push_str(" higher at | clearly higher / lower at |\n|---|---|---|");
+    text.push_str(&"---|".repeat(levels.len() + 2));
+    text.push('\n');
+    for kind in others {
+        let mine = rows_of(kind);
+        for base in [LossKind::Ce, LossKind::Svm] {
+            let theirs = rows_of(base);
+            if theirs.len() != mine.len() {
+                continue;
+            }
+            for top1 in [false, true] {
+                let diffs: Vec<Difference> = theirs
+                    .iter()
+                    .zip(&mine)
+                    .map(|(b, m)| Difference::of(b, m, top1))
+                    .collect();
+                write!(
+                    text,
+                    "| {} | {} | top-{} |",
+                    kind.name(),
+                    base.name(),
+                    if top1 { 1 } else { k }
+                )
+                .unwrap();
+                for d in &diffs {
+                    match d.se {
+                        Some(se) => write!(
+                            text,
+                            " {:+.2} ({se:.2}){} |",
+                            d.diff,
+                            if d.clear() { "*" } else { "" }
+                        ),
+                        None => write!(text, " {:+.2} |", d.diff),
+                    }
+                    .unwrap();
+                }
+                let higher = diffs.iter().filter(|d| d.diff > 0.0).count();
+                let clear_up = diffs.iter().filter(|d| d.diff > 0.0 && d.clear()).count();
+                let clear_down = diffs.iter().filter(|d| d.diff < 0.0 && d.clear()).count();
+                writeln!(
+                    text,
+                    " {higher} of {} | {clear_up} / {clear_down} |",
+                    diffs.len()
+                )
+                .unwrap();
+            }
+        }
+    }
+    Some(text)
+}
+
 /// What separates this run from the paper's, for the report.
 fn differences_from_the_paper(protocol: Protocol) -> &'static str {
     match protocol {
@@ -887,6 +976,9 @@ fn shades(kind: LossKind) -> (RGBColor, RGBColor, RGBColor) {
         LossKind::Ce => (RED, RGBColor(140, 0, 0), RGBColor(255, 150, 0)),
         LossKind::Svm => (BLUE, RGBColor(0, 0, 130), RGBColor(0, 190, 230)),
         LossKind::HardSvm => (GREEN, RGBColor(0, 100, 0), RGBColor(150, 210, 0)),
+        LossKind::Entr => (MAGENTA, RGBColor(110, 0, 110), RGBColor(230, 130, 230)),
+        LossKind::Noised => (BLACK, RGBColor(70, 70, 70), RGBColor(160, 160, 160)),
+        LossKind::TopkCe => (ORANGE, RGBColor(150, 90, 0), RGBColor(250, 200, 90)),
     }
 }
 
@@ -895,6 +987,9 @@ fn palette(kind: LossKind) -> RGBColor {
         LossKind::Ce => RED,
         LossKind::Svm => BLUE,
         LossKind::HardSvm => GREEN,
+        LossKind::Entr => MAGENTA,
+        LossKind::Noised => BLACK,
+        LossKind::TopkCe => ORANGE,
     }
 }
 
@@ -1064,6 +1159,9 @@ fn write_outputs(
         statement(results)
     )
     .unwrap();
+    if let Some(text) = other_losses(results) {
+        writeln!(report, "\n## The other losses\n\n{text}").unwrap();
+    }
     writeln!(
         report,
         "\n## How this run differs from the paper's\n\n{}\n",
@@ -1157,6 +1255,79 @@ mod tests {
         let one = Stat::of(&[4.0]);
         assert_eq!((one.mean, one.std), (4.0, None));
         assert_eq!(one.show(), "4.00");
+    }
+
+    fn row(kind: LossKind, noise: f64, topk: &[f64]) -> Row {
+        Row {
+            level: Level::Noise(noise),
+            x: noise,
+            loss: kind.name().into(),
+            kind,
+            lr: 0.1,
+            trials: Vec::new(),
+            top1: Stat::of(&[20.0, 20.0, 20.0]),
+            topk: Stat::of(topk),
+            top1_values: vec![20.0; 3],
+            topk_values: topk.to_vec(),
+            train_top1_last: 0.0,
+            train_true_top1_last: 0.0,
+            seeds: topk.len(),
+            diverged_seeds: Vec::new(),
+            first_run: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn the_other_losses_are_compared_with_both_baselines() {
+        let kinds = [LossKind::Ce, LossKind::Svm, LossKind::Entr];
+        let grid = Grid {
+            experiment: Experiment::Cifar100Noise,
+            protocol: Protocol::CpuNoise,
+            levels: vec![Level::Noise(0.0), Level::Noise(0.5)],
+            configs: kinds
+                .iter()
+                .map(|&k| Protocol::CpuNoise.config(crate::DataSource::Synthetic, k))
+                .collect(),
+            seeds: vec![0, 1, 2],
+            lr_grid: Vec::new(),
+        };
+        let mut rows = Vec::new();
+        for noise in [0.0, 0.5] {
+            rows.push(row(LossKind::Ce, noise, &[90.0, 91.0, 92.0]));
+            rows.push(row(LossKind::Svm, noise, &[94.0, 94.5, 95.0]));
+            // entr: clearly above CE at noise 0, level with it at 0.5.
+            let entr: &[f64] = if noise == 0.0 {
+                &[95.0, 95.5, 96.0]
+            } else {
+                &[90.0, 91.0, 92.0]
+            };
+            rows.push(row(LossKind::Entr, noise, entr));
+        }
+        let results = GridResults {
+            grid,
+            rows,
+            k: 5,
+            run_seconds: 0.0,
+        };
+        let text = other_losses(&results).expect("entr is another loss");
+        assert!(text.contains("`entr(k=5)`"), "{text}");
+        let line = |base: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("| entr | {base} | top-5 |")))
+                .unwrap_or_else(|| panic!("no {base} row in {text}"))
+                .to_string()
+        };
+        // 95.5 - 91 = +4.50, standard error sqrt(0.25/3 + 1/3) = 0.65: clearly higher.
+        assert!(line("ce").contains("+4.50 (0.65)*"), "{}", line("ce"));
+        assert!(line("ce").contains("+0.00 (0.82) |"), "{}", line("ce"));
+        assert!(line("ce").ends_with(" 1 of 2 | 1 / 0 |"), "{}", line("ce"));
+        assert!(line("svm").contains("+1.00 (0.41)*"), "{}", line("svm"));
+        assert!(line("svm").ends_with("| 1 / 1 |"), "{}", line("svm"));
+        // Without other losses there is no section.
+        let mut only = results.clone();
+        only.rows.retain(|r| r.kind != LossKind::Entr);
+        only.grid.configs.truncate(2);
+        assert!(other_losses(&only).is_none());
     }
 
     #[test]

@@ -93,12 +93,7 @@ pub fn run(bench: &StepBench) -> Result<Vec<StepTiming>, TrainError> {
     let mut slots: Vec<Slot> = [LossKind::Ce, LossKind::Svm]
         .into_iter()
         .map(|kind| {
-            let loss = LossConfig {
-                kind,
-                k: 5,
-                tau: 1.0,
-                alpha: 1.0,
-            };
+            let loss = LossConfig::new(kind);
             Slot {
                 label: loss.label(),
                 loss,
@@ -126,13 +121,20 @@ pub fn run(bench: &StepBench) -> Result<Vec<StepTiming>, TrainError> {
                 .take()
                 .ok_or_else(|| TrainError::Device("lost the model".into()))?;
             let start = Instant::now();
-            let model =
-                match replicas.step(model, &mut slot.optim, 0.01, batch, &view, &slot.loss)? {
-                    Stepped::Done { model, .. } => model,
-                    Stepped::Diverged { why, .. } => {
-                        return Err(TrainError::Device(format!("the benchmark diverged: {why}")))
-                    }
-                };
+            let model = match replicas.step(
+                model,
+                &mut slot.optim,
+                0.01,
+                batch,
+                &view,
+                &slot.loss,
+                step as u64,
+            )? {
+                Stepped::Done { model, .. } => model,
+                Stepped::Diverged { why, .. } => {
+                    return Err(TrainError::Device(format!("the benchmark diverged: {why}")))
+                }
+            };
             sync(&devices[0])?;
             if step >= bench.warmup {
                 slot.times.push(start.elapsed().as_secs_f64());
@@ -248,9 +250,10 @@ pub fn measure(config: &TrainConfig, classes: usize, steps: usize) -> Result<Ste
             .take()
             .ok_or_else(|| TrainError::Device("lost the model".into()))?;
         let start = Instant::now();
-        let next = match replicas.step(m, &mut optim, 1e-4, batch, &view, &config.loss)? {
-            Stepped::Done { model, .. } | Stepped::Diverged { model, .. } => model,
-        };
+        let next =
+            match replicas.step(m, &mut optim, 1e-4, batch, &view, &config.loss, step as u64)? {
+                Stepped::Done { model, .. } | Stepped::Diverged { model, .. } => model,
+            };
         sync(&devices[0])?;
         if step > 0 {
             times.push(start.elapsed().as_secs_f64());

@@ -22,6 +22,7 @@ impl Loss for CrossEntropy {
 impl Kernel for CrossEntropy {
     fn sample_loss<T: Scalar>(
         &self,
+        _sample: usize,
         scores: &[T],
         label: usize,
         grad: Option<&mut [T]>,

@@ -19,6 +19,14 @@ pub enum TopkError {
     /// The margin must be finite and non-negative.
     #[error("alpha = {0} is invalid: need a finite alpha >= 0")]
     InvalidAlpha(f64),
+    /// Another setting out of its range (the newer losses' `epsilon`, `n_sample`, margins,
+    /// `scale`, `p_k`, `m`, floor; caller-given noise).
+    #[error("{name} = {value} is invalid: need {need}")]
+    InvalidSetting {
+        name: &'static str,
+        value: f64,
+        need: &'static str,
+    },
     /// A label outside `0..n`.
     #[error("sample {sample}: label {label} is out of range for {n} classes")]
     LabelOutOfRange {

@@ -155,6 +155,7 @@ impl Loss for HardTopkSvm {
 impl Kernel for HardTopkSvm {
     fn sample_loss<T: Scalar>(
         &self,
+        _sample: usize,
         scores: &[T],
         label: usize,
         grad: Option<&mut [T]>,

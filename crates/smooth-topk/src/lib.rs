@@ -7,6 +7,9 @@
 //!   per sample, stable for any finite scores in `f32` or `f64`;
 //! * [`HardTopkSvm`]: `l_k = max(0, alpha + (s_\y[k] - s_y) / k)` and a subgradient;
 //! * [`CrossEntropy`]: the baseline, computed as carefully;
+//! * the field's other top-k losses: [`TruncatedTopkEntropy`] (Lapin et al., CVPR 2016),
+//!   [`NoisedTopkHinge`] (Garcin et al., ICML 2022) and [`TopkCrossEntropy`] (Petersen et al.,
+//!   ICML 2022, over NeuralSort);
 //! * [`log_elementary_symmetric`]: `ln sigma_j(exp(x))` for `j = 0..=k`;
 //! * [`topk_accuracy`].
 //!
@@ -32,10 +35,13 @@ mod esp;
 mod hard_svm;
 mod loss;
 mod metrics;
+mod noised_hinge;
 mod number;
 mod scalar;
 mod simd;
 mod smooth_svm;
+mod topk_ce;
+mod truncated_entropy;
 
 pub use any_loss::AnyLoss;
 pub use cross_entropy::CrossEntropy;
@@ -44,8 +50,11 @@ pub use esp::log_elementary_symmetric;
 pub use hard_svm::HardTopkSvm;
 pub use loss::{Loss, Reduction};
 pub use metrics::{label_rank, topk_accuracy, topk_correct};
+pub use noised_hinge::NoisedTopkHinge;
 pub use scalar::Scalar;
 pub use smooth_svm::SmoothTopkSvm;
+pub use topk_ce::{Top1Mode, TopkCrossEntropy, DIFFTOPK_FLOOR};
+pub use truncated_entropy::TruncatedTopkEntropy;
 
 /// The README's Rust example is compiled and run as a doctest.
 #[cfg(doctest)]

@@ -26,9 +26,12 @@ mod kernel {
     /// Loss (and gradient) of one validated sample.
     pub trait Kernel {
         /// `scores.len() >= min_classes`, `label < scores.len()`, scores finite; `grad`, when
-        /// given, as long as `scores`.
+        /// given, as long as `scores`. `sample` is the row's index in its batch (the seeded
+        /// stochastic losses draw their noise from it, so a batch gives the same result on any
+        /// number of threads).
         fn sample_loss<T: Scalar>(
             &self,
+            sample: usize,
             scores: &[T],
             label: usize,
             grad: Option<&mut [T]>,
@@ -43,12 +46,16 @@ mod kernel {
         pub(crate) lin: FastScratch,
         pub(crate) ext: PolyScratch<ExtFloat>,
         pub(crate) values: Vec<f64>,
+        pub(crate) more: Vec<f64>,
+        pub(crate) index: Vec<usize>,
     }
 }
 pub(crate) use kernel::{Kernel, Workspace};
 
 /// One sample's scores, label, loss slot and gradient row, as zipped iterators yield them.
-type RowWithGrad<'a, T> = (((&'a [T], &'a usize), &'a mut T), &'a mut [T]);
+type RowWithGrad<'a, T> = (usize, (((&'a [T], &'a usize), &'a mut T), &'a mut [T]));
+/// One sample's index, scores, label and loss slot.
+type Row<'a, T> = (usize, ((&'a [T], &'a usize), &'a mut T));
 
 /// Below this many scores a batch runs on the calling thread: rayon's hand-off costs more.
 const PARALLEL_MIN_SCORES: usize = 1 << 12;
@@ -137,6 +144,13 @@ pub trait Loss: Kernel + Sync {
     /// Smallest number of classes this configuration accepts (k + 1 for the top-k SVMs).
     fn min_classes(&self) -> usize;
 
+    /// Checks a number of classes beyond [`Self::min_classes`]: a loss with one setting per
+    /// class (the imbalanced noised hinge's margins) needs exactly that many.
+    fn check_classes(&self, n: usize) -> Result<()> {
+        let _ = n;
+        Ok(())
+    }
+
     /// Per-sample losses of a batch, written to `losses` (length `batch`).
     fn loss_per_sample<T: Scalar>(
         &self,
@@ -146,9 +160,10 @@ pub trait Loss: Kernel + Sync {
         losses: &mut [T],
     ) -> Result<()> {
         validate_batch(scores, labels, n, self.min_classes())?;
+        self.check_classes(n)?;
         check_len("losses", losses.len(), labels.len())?;
-        let work = |ws: &mut Workspace, ((row, &label), out): ((&[T], &usize), &mut T)| {
-            *out = T::from_f64(self.sample_loss(row, label, None, ws));
+        let work = |ws: &mut Workspace, (i, ((row, &label), out)): Row<'_, T>| {
+            *out = T::from_f64(self.sample_loss(i, row, label, None, ws));
         };
         if scores.len() < PARALLEL_MIN_SCORES {
             let mut ws = Workspace::default();
@@ -156,12 +171,14 @@ pub trait Loss: Kernel + Sync {
                 .chunks(n)
                 .zip(labels)
                 .zip(losses.iter_mut())
+                .enumerate()
                 .for_each(|x| work(&mut ws, x));
         } else {
             scores
                 .par_chunks(n)
                 .zip(labels.par_iter())
                 .zip(losses.par_iter_mut())
+                .enumerate()
                 .for_each_init(Workspace::default, work);
         }
         check_representable(losses)
@@ -178,10 +195,11 @@ pub trait Loss: Kernel + Sync {
         grad: &mut [T],
     ) -> Result<()> {
         validate_batch(scores, labels, n, self.min_classes())?;
+        self.check_classes(n)?;
         check_len("losses", losses.len(), labels.len())?;
         check_len("grad", grad.len(), scores.len())?;
-        let work = |ws: &mut Workspace, (((row, &label), out), g): RowWithGrad<'_, T>| {
-            *out = T::from_f64(self.sample_loss(row, label, Some(g), ws));
+        let work = |ws: &mut Workspace, (i, (((row, &label), out), g)): RowWithGrad<'_, T>| {
+            *out = T::from_f64(self.sample_loss(i, row, label, Some(g), ws));
         };
         if scores.len() < PARALLEL_MIN_SCORES {
             let mut ws = Workspace::default();
@@ -190,6 +208,7 @@ pub trait Loss: Kernel + Sync {
                 .zip(labels)
                 .zip(losses.iter_mut())
                 .zip(grad.chunks_mut(n))
+                .enumerate()
                 .for_each(|x| work(&mut ws, x));
         } else {
             scores
@@ -197,6 +216,7 @@ pub trait Loss: Kernel + Sync {
                 .zip(labels.par_iter())
                 .zip(losses.par_iter_mut())
                 .zip(grad.par_chunks_mut(n))
+                .enumerate()
                 .for_each_init(Workspace::default, work);
         }
         check_representable(losses)

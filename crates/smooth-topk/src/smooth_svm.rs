@@ -124,6 +124,7 @@ impl Loss for SmoothTopkSvm {
 impl Kernel for SmoothTopkSvm {
     fn sample_loss<T: Scalar>(
         &self,
+        sample: usize,
         scores: &[T],
         label: usize,
         grad: Option<&mut [T]>,
@@ -134,7 +135,7 @@ impl Kernel for SmoothTopkSvm {
                 k: self.k,
                 alpha: self.alpha,
             };
-            return hard.sample_loss(scores, label, grad, ws);
+            return hard.sample_loss(sample, scores, label, grad, ws);
         }
         let k = self.k;
         let ktau = k as f64 * self.tau;
@@ -254,7 +255,7 @@ mod tests {
             let mut g_lin = vec![0.0; n];
             let mut g_ext = vec![0.0; n];
             let mut ws = Workspace::default();
-            let l_lin = loss.sample_loss(&s, y, Some(&mut g_lin), &mut ws);
+            let l_lin = loss.sample_loss(0, &s, y, Some(&mut g_lin), &mut ws);
             let l_ext = loss.sample_extended(&s, y, &mut g_ext);
             assert!((l_lin - l_ext).abs() <= 1e-12 * l_ext.abs(), "n={n} k={k}");
             let gmax = g_ext.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -295,7 +296,7 @@ mod tests {
             let loss = SmoothTopkSvm::new(k, tau, 1.0).unwrap();
             let mut g_fast = vec![0.0; n];
             let mut g_scalar = vec![0.0; n];
-            let l_fast = loss.sample_loss(&s, y, Some(&mut g_fast), &mut Workspace::default());
+            let l_fast = loss.sample_loss(0, &s, y, Some(&mut g_fast), &mut Workspace::default());
             let l_scalar = loss.sample_extended(&s, y, &mut g_scalar);
             proptest::prop_assert!((l_fast - l_scalar).abs() <= 1e-11 * l_scalar.abs() + 1e-300);
             let gmax = g_scalar.iter().fold(0.0f64, |m, v| m.max(v.abs()));
@@ -314,15 +315,15 @@ mod tests {
         let mut ws = Workspace::default();
         // s_[2] - s_[3] = 20 >= 2 ln 1000: hard.
         let wide = [30.0, 25.0, 5.0, 4.0];
-        let got = loss.sample_loss::<f64>(&wide, 2, None, &mut ws);
-        assert_eq!(got, hard.sample_loss::<f64>(&wide, 2, None, &mut ws));
+        let got = loss.sample_loss::<f64>(0, &wide, 2, None, &mut ws);
+        assert_eq!(got, hard.sample_loss::<f64>(0, &wide, 2, None, &mut ws));
         // A narrow gap stays smooth (strictly above the hard value).
         let narrow = [3.0, 2.5, 2.0, 1.0];
-        let smooth = loss.sample_loss::<f64>(&narrow, 2, None, &mut ws);
-        assert!(smooth > hard.sample_loss::<f64>(&narrow, 2, None, &mut ws));
+        let smooth = loss.sample_loss::<f64>(0, &narrow, 2, None, &mut ws);
+        assert!(smooth > hard.sample_loss::<f64>(0, &narrow, 2, None, &mut ws));
         let default = SmoothTopkSvm::new(2, 1.0, 1.0).unwrap();
         assert!(!default.reference_hard_switch());
         // Without the switch the exact smooth value differs from the hard one.
-        assert_ne!(default.sample_loss::<f64>(&wide, 2, None, &mut ws), got);
+        assert_ne!(default.sample_loss::<f64>(0, &wide, 2, None, &mut ws), got);
     }
 }

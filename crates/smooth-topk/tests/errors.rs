@@ -1,8 +1,8 @@
 //! Every bad input gets a typed error naming the value, and nothing is written.
 
 use smooth_topk::{
-    log_elementary_symmetric, topk_accuracy, AnyLoss, CrossEntropy, HardTopkSvm, Loss, Reduction,
-    SmoothTopkSvm, TopkError,
+    log_elementary_symmetric, topk_accuracy, AnyLoss, CrossEntropy, HardTopkSvm, Loss,
+    NoisedTopkHinge, Reduction, SmoothTopkSvm, TopkCrossEntropy, TopkError, TruncatedTopkEntropy,
 };
 
 #[test]
@@ -149,8 +149,19 @@ proptest::proptest! {
         for loss in [
             SmoothTopkSvm::new(k.max(1), 1.0, 1.0).map(AnyLoss::from),
             HardTopkSvm::new(k.max(1), 1.0).map(AnyLoss::from),
+            TruncatedTopkEntropy::new(k.max(1)).map(AnyLoss::from),
+            NoisedTopkHinge::balanced(k.max(1), 0.5, 2).map(AnyLoss::from),
+            TopkCrossEntropy::top_k_only(k.max(1), 1.0, None).map(AnyLoss::from),
         ] {
-            let loss = loss.unwrap();
+            let loss = match loss {
+                Ok(loss) => loss,
+                // p_k would need k entries.
+                Err(e) => {
+                    let too_large = matches!(e, TopkError::TooLarge { .. });
+                    proptest::prop_assert!(k > 1 << 20 && too_large, "{:?}", e);
+                    continue;
+                }
+            };
             let got = loss.loss_and_grad(&scores, &labels, n, Reduction::Mean);
             if k.max(1) < n {
                 proptest::prop_assert!(got.is_ok());

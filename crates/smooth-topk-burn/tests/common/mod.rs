@@ -90,8 +90,9 @@ pub fn checked_errors(
     device: &Device,
     what: &str,
 ) -> (f64, f64) {
-    let fused = op_loss_and_grad(scores, labels, n, loss, device);
-    let (loss_err, grad_err, non_finite) = errors_against_core(scores, labels, n, loss, &fused);
+    let fused = op_loss_and_grad(scores, labels, n, loss.clone(), device);
+    let (loss_err, grad_err, non_finite) =
+        errors_against_core(scores, labels, n, loss.clone(), &fused);
     assert_eq!(non_finite, 0, "{what}: non-finite values");
     assert_eq!(
         op_loss(scores, labels, n, loss, device),
@@ -109,7 +110,7 @@ pub fn op_against_core(
     loss: AnyLoss,
     device: &Device,
 ) -> (f64, f64, usize) {
-    let got = op_loss_and_grad(scores, labels, n, loss, device);
+    let got = op_loss_and_grad(scores, labels, n, loss.clone(), device);
     errors_against_core(scores, labels, n, loss, &got)
 }
 

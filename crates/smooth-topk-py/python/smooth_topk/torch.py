@@ -23,6 +23,7 @@ host, computed there and the results copied back; a warning says so once. Gradie
 order are not supported.
 """
 
+import json
 import math
 import numbers
 import warnings
@@ -31,9 +32,22 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import LOSSES, REDUCTIONS, _core
+from . import LOSSES, REDUCTIONS, _core, _options
 
-__all__ = ["SmoothTopkSVM", "SmoothTop1SVM", "MaxTopkSVM", "MaxTop1SVM", "topk_loss"]
+__all__ = [
+    "SmoothTopkSVM",
+    "SmoothTop1SVM",
+    "MaxTopkSVM",
+    "MaxTop1SVM",
+    "TruncatedTopkEntropy",
+    "BalNoisedTopK",
+    "ImbalNoisedTopK",
+    "TopKCrossEntropyLoss",
+    "topk_loss",
+]
+
+#: The losses that take settings beyond k, tau and alpha (one operator pair for them).
+_OTHER = ("entr", "noised", "topk-ce")
 
 _warned_devices: set[str] = set()
 
@@ -54,11 +68,12 @@ def _host(x: torch.Tensor) -> np.ndarray:
     return x.cpu().contiguous().numpy()
 
 
-def _compute(x, y, kind, k, tau, alpha, switch, with_grad):
+def _compute(x, y, kind, k, tau, alpha, switch, with_grad, options=None):
     scores = _host(x)
     labels = y.detach().cpu().to(torch.int64).contiguous().numpy()
     threads = max(1, min(torch.get_num_threads(), 1024))
-    losses, grad = _core.per_sample(scores, labels, kind, k, tau, alpha, switch, with_grad, threads)
+    extra = _options(json.loads(options)) if options else {}
+    losses, grad = _core.per_sample(scores, labels, kind, k, tau, alpha, switch, with_grad, threads, **extra)
     losses = torch.from_numpy(losses).to(device=x.device, dtype=x.dtype)
     if grad is not None:
         grad = torch.from_numpy(grad).to(device=x.device, dtype=x.dtype)
@@ -82,12 +97,17 @@ def _setup_context(ctx, inputs, output):
     ctx.save_for_backward(output[1])
 
 
-def _backward(ctx, upstream, _upstream_grad):
-    (grad,) = ctx.saved_tensors
-    return upstream.unsqueeze(1) * grad, None, None, None, None, None, None
+def _backward_of(inputs: int):
+    """Backward of an operator with `inputs` arguments: the saved gradient scaled per row."""
+
+    def backward(ctx, upstream, _upstream_grad):
+        (grad,) = ctx.saved_tensors
+        return (upstream.unsqueeze(1) * grad,) + (None,) * (inputs - 1)
+
+    return backward
 
 
-_loss_and_grad.register_autograd(_backward, setup_context=_setup_context)
+_loss_and_grad.register_autograd(_backward_of(7), setup_context=_setup_context)
 
 
 @torch.library.custom_op("smooth_topk::loss", mutates_args=())
@@ -100,6 +120,35 @@ def _loss_only(
 
 @_loss_only.register_fake
 def _(x, y, kind, k, tau, alpha, switch):
+    return x.new_empty(x.shape[0])
+
+
+@torch.library.custom_op("smooth_topk::other_loss_and_grad", mutates_args=())
+def _other_loss_and_grad(
+    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, options: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    losses, grad = _compute(x, y, kind, k, tau, 1.0, False, True, options)
+    return losses, grad
+
+
+@_other_loss_and_grad.register_fake
+def _(x, y, kind, k, tau, options):
+    return x.new_empty(x.shape[0]), torch.empty_like(x)
+
+
+_other_loss_and_grad.register_autograd(_backward_of(6), setup_context=_setup_context)
+
+
+@torch.library.custom_op("smooth_topk::other_loss", mutates_args=())
+def _other_loss_only(
+    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, options: str
+) -> torch.Tensor:
+    losses, _ = _compute(x, y, kind, k, tau, 1.0, False, False, options)
+    return losses
+
+
+@_other_loss_only.register_fake
+def _(x, y, kind, k, tau, options):
     return x.new_empty(x.shape[0])
 
 
@@ -129,20 +178,31 @@ def topk_loss(
     reduction: str = "mean",
     weight: Optional[torch.Tensor] = None,
     reference_hard_switch: bool = False,
+    **options,
 ) -> torch.Tensor:
     """The loss of a batch of logits ``x [batch, n]`` against labels ``y [batch]``: ``mean``
     (default), ``sum`` or ``none`` (per sample). ``weight [batch]`` multiplies the per-sample
-    losses before the reduction (``mean`` still divides by the batch size)."""
+    losses before the reduction (``mean`` still divides by the batch size). The losses
+    ``"entr"``, ``"noised"`` and ``"topk-ce"`` take the settings of ``smooth_topk.OPTIONS`` as
+    keywords (``noise`` excepted: a tensor operator takes its seed)."""
     if loss not in LOSSES:
         raise ValueError(f"loss {loss!r} is unknown: use one of {LOSSES}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r} is unknown: use one of {REDUCTIONS}")
     _check_inputs(x, y, None)
-    args = (x, y, loss, int(k), float(tau), float(alpha), bool(reference_hard_switch))
-    if x.requires_grad and torch.is_grad_enabled():
-        losses, _ = _loss_and_grad(*args)
+    tracked = x.requires_grad and torch.is_grad_enabled()
+    if loss in _OTHER:
+        if "noise" in options:
+            raise TypeError("noise is not an option of the tensor loss: give a seed")
+        # Checked here (types) and by the core (values); passed to the operator as JSON.
+        settings = {name: v for name, v in _options(options).items() if name != "noise"}
+        args = (x, y, loss, int(k), float(tau), json.dumps(settings))
+        losses = _other_loss_and_grad(*args)[0] if tracked else _other_loss_only(*args)
+    elif options:
+        raise TypeError(f"loss {loss!r} takes no options, got {sorted(options)}")
     else:
-        losses = _loss_only(*args)
+        args = (x, y, loss, int(k), float(tau), float(alpha), bool(reference_hard_switch))
+        losses = _loss_and_grad(*args)[0] if tracked else _loss_only(*args)
     if weight is not None:
         if not isinstance(weight, torch.Tensor) or weight.shape != (x.shape[0],):
             raise ValueError(f"weight must be a tensor of shape [{x.shape[0]}]")
@@ -269,3 +329,149 @@ class MaxTop1SVM(MaxTopkSVM):
 
     def __init__(self, n_classes, alpha=None, *, reduction="mean"):
         super().__init__(n_classes, alpha, 1, reduction=reduction)
+
+
+def _reduction(reduction) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction {reduction!r} is unknown: use one of {REDUCTIONS}")
+    return reduction
+
+
+def _torch_seed() -> int:
+    """A seed from PyTorch's default generator: ``torch.manual_seed`` makes the noise repeat."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+class TruncatedTopkEntropy(torch.nn.Module):
+    """The truncated top-k entropy (Lapin, Hein and Schiele, CVPR 2016):
+    ``log(1 + sum_{j in R} exp(x_j - x_y))`` with ``R`` the classes other than ``y`` without the
+    ``k - 1`` highest-scoring ones (``k = 1``: cross-entropy), with its exact gradient."""
+
+    def __init__(self, n_classes, k=5, *, reduction="mean"):
+        super().__init__()
+        self.n_classes = _check_n_classes(n_classes)
+        self.k = _check_k(k, self.n_classes)
+        self.reduction = _reduction(reduction)
+
+    def forward(self, x, y, weight=None):
+        _check_inputs(x, y, self.n_classes)
+        return topk_loss(x, y, loss="entr", k=self.k, reduction=self.reduction, weight=weight)
+
+    def extra_repr(self) -> str:
+        return f"n_classes={self.n_classes}, k={self.k}, reduction={self.reduction!r}"
+
+
+class BalNoisedTopK(torch.nn.Module):
+    """The balanced noised top-k hinge of Garcin et al. (ICML 2022),
+    ``max(0, 1 + mean_d top_{k+1}(x + epsilon Z_d) - x_y)`` with Gaussian ``Z_d``, and its
+    gradient estimator. Arguments as ``pytopk.BalNoisedTopK(k, epsilon, n_sample=5)``. Each
+    call draws new noise, from a seed taken from PyTorch's default generator (so
+    ``torch.manual_seed`` repeats it), or from ``seed`` when given."""
+
+    def __init__(self, k, epsilon, n_sample=5, *, reduction="mean"):
+        super().__init__()
+        self.k = _count_arg("k", k, 1)
+        self.epsilon = float(epsilon)
+        self.n_sample = _count_arg("n_sample", n_sample, 1)
+        self.reduction = _reduction(reduction)
+
+    def _settings(self) -> dict:
+        return dict(epsilon=self.epsilon, n_sample=self.n_sample)
+
+    def forward(self, s, y, weight=None, *, seed: Optional[int] = None):
+        seed = _torch_seed() if seed is None else seed
+        return topk_loss(
+            s, y, loss="noised", k=self.k, reduction=self.reduction, weight=weight, seed=seed, **self._settings()
+        )
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, epsilon={self.epsilon}, n_sample={self.n_sample}, reduction={self.reduction!r}"
+
+
+class ImbalNoisedTopK(BalNoisedTopK):
+    """The imbalanced noised top-k hinge of Garcin et al.:
+    ``scale * max(0, m_y + mean_d top_{k+1}(x + epsilon Z_d) - x_y)`` with per-class margins
+    ``m_c = max_m * n_c^(-1/4) / max n^(-1/4)`` from the training-set class counts. Arguments as
+    ``pytopk.ImbalNoisedTopK(k, epsilon, max_m, cls_num_list, scale=50, n_sample=5)`` (``scale``
+    50 assumes normalised logits; use 1 otherwise)."""
+
+    def __init__(self, k, epsilon, max_m, cls_num_list, scale=50, n_sample=5, *, reduction="mean"):
+        super().__init__(k, epsilon, n_sample, reduction=reduction)
+        counts = [_count_arg("class count", c, 1) for c in cls_num_list]
+        self.margins = _core.ldam_margins(counts, float(max_m))
+        self.scale = float(scale)
+
+    def _settings(self) -> dict:
+        return dict(epsilon=self.epsilon, n_sample=self.n_sample, margins=self.margins, scale=self.scale)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, classes={len(self.margins)}, scale={self.scale}"
+
+
+class TopKCrossEntropyLoss(torch.nn.Module):
+    """The top-k cross-entropy of Petersen et al. (ICML 2022) over NeuralSort:
+    ``-log(f + (1 - 2f) D)`` with ``D`` the ``p_k``-weighted relaxed probability that the label
+    is among the top k. Arguments as ``difftopk.TopKCrossEntropyLoss(diffsort_method,
+    inverse_temperature, p_k, n, m=None, distribution=None, art_lambda=0.25, device='cpu',
+    top1_mode='sm')``; only ``diffsort_method="neuralsort"`` and the top-1 modes ``"sm"`` and
+    ``"sort"`` are implemented (``distribution``, ``art_lambda`` belong to the sorting networks;
+    ``device`` is not needed: the module holds no tensors)."""
+
+    def __init__(
+        self,
+        diffsort_method,
+        inverse_temperature,
+        p_k,
+        n,
+        m=None,
+        distribution=None,
+        art_lambda=0.25,
+        device="cpu",
+        top1_mode="sm",
+        *,
+        reduction="mean",
+        floor=1e-7,
+    ):
+        super().__init__()
+        del distribution, art_lambda, device
+        if diffsort_method != "neuralsort":
+            raise ValueError(f"diffsort_method {diffsort_method!r} is not implemented: only 'neuralsort'")
+        if top1_mode not in ("sm", "sort"):
+            raise ValueError(f"top1_mode {top1_mode!r} is not implemented: use 'sm' or 'sort'")
+        inverse_temperature = float(inverse_temperature)
+        if not (math.isfinite(inverse_temperature) and inverse_temperature > 0):
+            raise ValueError(f"inverse_temperature must be finite and > 0, got {inverse_temperature!r}")
+        self.inverse_temperature = inverse_temperature
+        self.p_k = [float(p) for p in p_k]
+        self.n = _check_n_classes(n)
+        self.m = None if m is None else _count_arg("m", m, 1)
+        self.top1_mode = top1_mode
+        self.floor = float(floor)
+        self.reduction = _reduction(reduction)
+
+    def forward(self, outputs, labels, weight=None):
+        _check_inputs(outputs, labels, self.n)
+        return topk_loss(
+            outputs,
+            labels,
+            loss="topk-ce",
+            tau=1.0 / self.inverse_temperature,
+            reduction=self.reduction,
+            weight=weight,
+            p_k=self.p_k,
+            m=self.m,
+            top1_mode=self.top1_mode,
+            floor=self.floor,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"p_k={self.p_k}, inverse_temperature={self.inverse_temperature}, n={self.n}, m={self.m}, "
+            f"top1_mode={self.top1_mode!r}, reduction={self.reduction!r}"
+        )
+
+
+def _count_arg(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)

@@ -416,9 +416,22 @@ impl Trainer<'_> {
             let true_labels: Vec<usize> =
                 batch.true_labels.iter().map(|&l| usize::from(l)).collect();
             steps += 1;
-            let stepped =
-                self.replicas
-                    .step(model, optim, lr, batch, &self.data.view, &config.loss)?;
+            // The run's seed, epoch and step: a stochastic loss draws new noise every step,
+            // the same on a rerun or a resume.
+            let step_key = config
+                .seed
+                .wrapping_mul(1 << 40)
+                .wrapping_add((epoch as u64) << 24)
+                .wrapping_add(steps as u64);
+            let stepped = self.replicas.step(
+                model,
+                optim,
+                lr,
+                batch,
+                &self.data.view,
+                &config.loss,
+                step_key,
+            )?;
             let (next, loss, logits) = match stepped {
                 Stepped::Done {
                     model,

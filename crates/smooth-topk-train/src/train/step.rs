@@ -22,7 +22,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn::train::train::MultiDevicesTrainStep;
 use burn::train::{InferenceStep, ItemLazy, TrainOutput, TrainStep};
-use smooth_topk_burn::{HardTopkSvmLossConfig, SmoothTopkSvmLossConfig};
+use smooth_topk_burn::{topk_loss_per_sample, HardTopkSvmLossConfig, SmoothTopkSvmLossConfig};
 use smooth_topk_data::Batch;
 
 use crate::config::{LossConfig, LossKind};
@@ -39,6 +39,9 @@ pub struct Shard {
     labels: Vec<i64>,
     view: View,
     loss: LossConfig,
+    /// Which noise a stochastic loss draws for this shard (the step's key and the shard's
+    /// position).
+    noise_key: u64,
     /// The shard's share of the batch.
     weight: f64,
 }
@@ -58,14 +61,23 @@ impl ItemLazy for ShardOutput {
     }
 }
 
-/// The loss of a batch through the burn adapter's modules (burn's own cross-entropy).
+/// The loss of a batch through the burn adapter's modules (burn's own cross-entropy); the
+/// field's other losses through the adapter's op on the core loss, the stochastic one drawing
+/// the noise of `noise_key`.
 fn batch_loss(
     loss: &LossConfig,
+    noise_key: u64,
     logits: Tensor<2>,
     targets: Tensor<1, Int>,
 ) -> Result<Tensor<1>, String> {
     let error = |e: smooth_topk::TopkError| e.to_string();
     Ok(match loss.kind {
+        LossKind::Entr | LossKind::Noised | LossKind::TopkCe => {
+            let core = loss.build().map_err(|e| e.to_string())?.for_step(noise_key);
+            topk_loss_per_sample(logits, targets, core)
+                .map_err(error)?
+                .mean()
+        }
         LossKind::Ce => CrossEntropyLossConfig::new()
             .init(&logits.device())
             .forward(logits, targets),
@@ -131,7 +143,7 @@ impl TrainStep for Classifier {
             );
         }
         let targets = Tensor::<1, Int>::from_data(TensorData::new(shard.labels, [count]), &device);
-        let loss = match batch_loss(&shard.loss, logits, targets) {
+        let loss = match batch_loss(&shard.loss, shard.noise_key, logits, targets) {
             Ok(loss) => loss.mul_scalar(shard.weight),
             Err(e) => return none(shard.index, e),
         };
@@ -221,7 +233,9 @@ impl Replicas {
         })
     }
 
-    /// One SGD step of `model` on `batch` at learning rate `lr`.
+    /// One SGD step of `model` on `batch` at learning rate `lr`; `step_key` names the step (a
+    /// stochastic loss draws its noise from it).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &self,
         model: Classifier,
@@ -230,9 +244,10 @@ impl Replicas {
         batch: Batch,
         view: &View,
         loss: &LossConfig,
+        step_key: u64,
     ) -> Result<Stepped, TrainError> {
         let len = batch.len();
-        let shards = self.shards(batch, view, loss);
+        let shards = self.shards(batch, view, loss, step_key);
         // burn's step asks every worker's loader for an item: the workers without a shard
         // (a batch smaller than the number of devices) get an empty one.
         let mut shards = shards.into_iter();
@@ -268,7 +283,7 @@ impl Replicas {
 
     /// Contiguous shards of nearly equal size, one per device (fewer when the batch has fewer
     /// images than there are devices).
-    fn shards(&self, batch: Batch, view: &View, loss: &LossConfig) -> Vec<Shard> {
+    fn shards(&self, batch: Batch, view: &View, loss: &LossConfig, step_key: u64) -> Vec<Shard> {
         let len = batch.len();
         let per_image = batch.images.len() / len.max(1);
         let parts = self.count.min(len).max(1);
@@ -285,6 +300,9 @@ impl Replicas {
                 labels: labels.split_off(start),
                 view: *view,
                 loss: *loss,
+                // Shards are told apart by position: the core's noise streams are per row of
+                // a call, and each shard is its own call.
+                noise_key: step_key.wrapping_mul(1 << 16).wrapping_add(index as u64),
                 weight: size as f64 / len as f64,
             });
         }
@@ -323,10 +341,9 @@ mod tests {
         let view = bench_view(side);
         for kind in [LossKind::Ce, LossKind::Svm] {
             let loss = LossConfig {
-                kind,
                 k: 3,
                 tau: 0.5,
-                alpha: 1.0,
+                ..LossConfig::new(kind)
             };
             let config = crate::TrainConfig::defaults(crate::DataSource::Synthetic, kind);
             // One initial model for every worker count (the device generator is shared by the
@@ -348,6 +365,7 @@ mod tests {
                             random_batch(13, side, 10, 4),
                             &view,
                             &loss,
+                            0,
                         )
                         .unwrap()
                     {
@@ -402,14 +420,9 @@ mod tests {
         ));
         let mut bad = random_batch(4, side, 10, 4);
         bad.images[5] = f32::NAN;
-        let loss = LossConfig {
-            kind: LossKind::Svm,
-            k: 5,
-            tau: 1.0,
-            alpha: 1.0,
-        };
+        let loss = LossConfig::new(LossKind::Svm);
         match replicas
-            .step(model, &mut optim, 0.1, bad, &view, &loss)
+            .step(model, &mut optim, 0.1, bad, &view, &loss, 0)
             .unwrap()
         {
             Stepped::Diverged { model, why } => {
