@@ -173,3 +173,20 @@ def test_bad_settings_raise(call, error, needle):
     y = RNG.integers(0, 6, 4)
     with pytest.raises(error, match=needle):
         call(x, y)
+
+
+def test_torch_compile_keeps_the_other_losses_as_one_operator():
+    module = TopKCrossEntropyLoss("neuralsort", 1.0, [0.5, 0.5], 8, m=5)
+
+    def step(x, y):
+        return module(x * 2.0, y)
+
+    compiled = torch.compile(step, backend="aot_eager", fullgraph=True)
+    x = torch.randn(6, 8, dtype=torch.float64)
+    y = torch.randint(0, 8, (6,))
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    step(a, y).backward()
+    compiled(b, y).backward()
+    torch.testing.assert_close(b.grad, a.grad)
+    options = '{"p_k": [0.5, 0.5], "m": 5}'
+    torch.library.opcheck(torch.ops.smooth_topk.other_loss_and_grad.default, (x, y, "topk-ce", 5, 1.0, options, 0))

@@ -68,11 +68,11 @@ def _host(x: torch.Tensor) -> np.ndarray:
     return x.cpu().contiguous().numpy()
 
 
-def _compute(x, y, kind, k, tau, alpha, switch, with_grad, options=None):
+def _compute(x, y, kind, k, tau, alpha, switch, with_grad, options=None, seed=0):
     scores = _host(x)
     labels = y.detach().cpu().to(torch.int64).contiguous().numpy()
     threads = max(1, min(torch.get_num_threads(), 1024))
-    extra = _options(json.loads(options)) if options else {}
+    extra = _options(dict(json.loads(options), seed=seed)) if options is not None else {}
     losses, grad = _core.per_sample(scores, labels, kind, k, tau, alpha, switch, with_grad, threads, **extra)
     losses = torch.from_numpy(losses).to(device=x.device, dtype=x.dtype)
     if grad is not None:
@@ -125,31 +125,63 @@ def _(x, y, kind, k, tau, alpha, switch):
 
 @torch.library.custom_op("smooth_topk::other_loss_and_grad", mutates_args=())
 def _other_loss_and_grad(
-    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, options: str
+    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, options: str, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    losses, grad = _compute(x, y, kind, k, tau, 1.0, False, True, options)
+    losses, grad = _compute(x, y, kind, k, tau, 1.0, False, True, options, seed)
     return losses, grad
 
 
 @_other_loss_and_grad.register_fake
-def _(x, y, kind, k, tau, options):
+def _(x, y, kind, k, tau, options, seed):
     return x.new_empty(x.shape[0]), torch.empty_like(x)
 
 
-_other_loss_and_grad.register_autograd(_backward_of(6), setup_context=_setup_context)
+_other_loss_and_grad.register_autograd(_backward_of(7), setup_context=_setup_context)
 
 
 @torch.library.custom_op("smooth_topk::other_loss", mutates_args=())
 def _other_loss_only(
-    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, options: str
+    x: torch.Tensor, y: torch.Tensor, kind: str, k: int, tau: float, options: str, seed: int
 ) -> torch.Tensor:
-    losses, _ = _compute(x, y, kind, k, tau, 1.0, False, False, options)
+    losses, _ = _compute(x, y, kind, k, tau, 1.0, False, False, options, seed)
     return losses
 
 
 @_other_loss_only.register_fake
-def _(x, y, kind, k, tau, options):
+def _(x, y, kind, k, tau, options, seed):
     return x.new_empty(x.shape[0])
+
+
+def _settings_json(options: dict) -> str:
+    """The other losses' settings (``noise`` and ``seed`` excepted), checked for their types and
+    names, as the JSON text the operators take."""
+    if "noise" in options:
+        raise TypeError("noise is not an option of the tensor loss: give a seed")
+    checked = _options(options)
+    return json.dumps({name: v for name, v in checked.items() if name not in ("noise", "seed")})
+
+
+def _other(x, y, kind, k, tau, settings: str, seed: int, reduction, weight):
+    """One of the other losses through its operator, on settings already checked."""
+    _check_inputs(x, y, None)
+    args = (x, y, kind, int(k), float(tau), settings, int(seed))
+    if x.requires_grad and torch.is_grad_enabled():
+        losses = _other_loss_and_grad(*args)[0]
+    else:
+        losses = _other_loss_only(*args)
+    return _reduce_tensor(losses, x, reduction, weight)
+
+
+def _reduce_tensor(losses, x, reduction, weight):
+    if weight is not None:
+        if not isinstance(weight, torch.Tensor) or weight.shape != (x.shape[0],):
+            raise ValueError(f"weight must be a tensor of shape [{x.shape[0]}]")
+        losses = losses * weight.to(device=losses.device, dtype=losses.dtype)
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    return losses
 
 
 def _check_inputs(x: torch.Tensor, y: torch.Tensor, n_classes: Optional[int]):
@@ -189,29 +221,18 @@ def topk_loss(
         raise ValueError(f"loss {loss!r} is unknown: use one of {LOSSES}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction {reduction!r} is unknown: use one of {REDUCTIONS}")
-    _check_inputs(x, y, None)
-    tracked = x.requires_grad and torch.is_grad_enabled()
     if loss in _OTHER:
-        if "noise" in options:
-            raise TypeError("noise is not an option of the tensor loss: give a seed")
-        # Checked here (types) and by the core (values); passed to the operator as JSON.
-        settings = {name: v for name, v in _options(options).items() if name != "noise"}
-        args = (x, y, loss, int(k), float(tau), json.dumps(settings))
-        losses = _other_loss_and_grad(*args)[0] if tracked else _other_loss_only(*args)
-    elif options:
+        seed = options.pop("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+        return _other(x, y, loss, k, tau, _settings_json(options), seed, reduction, weight)
+    if options:
         raise TypeError(f"loss {loss!r} takes no options, got {sorted(options)}")
-    else:
-        args = (x, y, loss, int(k), float(tau), float(alpha), bool(reference_hard_switch))
-        losses = _loss_and_grad(*args)[0] if tracked else _loss_only(*args)
-    if weight is not None:
-        if not isinstance(weight, torch.Tensor) or weight.shape != (x.shape[0],):
-            raise ValueError(f"weight must be a tensor of shape [{x.shape[0]}]")
-        losses = losses * weight.to(device=losses.device, dtype=losses.dtype)
-    if reduction == "mean":
-        return losses.mean()
-    if reduction == "sum":
-        return losses.sum()
-    return losses
+    _check_inputs(x, y, None)
+    args = (x, y, loss, int(k), float(tau), float(alpha), bool(reference_hard_switch))
+    tracked = x.requires_grad and torch.is_grad_enabled()
+    losses = _loss_and_grad(*args)[0] if tracked else _loss_only(*args)
+    return _reduce_tensor(losses, x, reduction, weight)
 
 
 def _check_n_classes(n_classes) -> int:
@@ -355,7 +376,7 @@ class TruncatedTopkEntropy(torch.nn.Module):
 
     def forward(self, x, y, weight=None):
         _check_inputs(x, y, self.n_classes)
-        return topk_loss(x, y, loss="entr", k=self.k, reduction=self.reduction, weight=weight)
+        return _other(x, y, "entr", self.k, 1.0, "{}", 0, self.reduction, weight)
 
     def extra_repr(self) -> str:
         return f"n_classes={self.n_classes}, k={self.k}, reduction={self.reduction!r}"
@@ -374,15 +395,15 @@ class BalNoisedTopK(torch.nn.Module):
         self.epsilon = float(epsilon)
         self.n_sample = _count_arg("n_sample", n_sample, 1)
         self.reduction = _reduction(reduction)
+        # Checked once; settings are fixed at construction.
+        self._json = _settings_json(BalNoisedTopK._settings(self))
 
     def _settings(self) -> dict:
         return dict(epsilon=self.epsilon, n_sample=self.n_sample)
 
     def forward(self, s, y, weight=None, *, seed: Optional[int] = None):
         seed = _torch_seed() if seed is None else seed
-        return topk_loss(
-            s, y, loss="noised", k=self.k, reduction=self.reduction, weight=weight, seed=seed, **self._settings()
-        )
+        return _other(s, y, "noised", self.k, 1.0, self._json, seed, self.reduction, weight)
 
     def extra_repr(self) -> str:
         return f"k={self.k}, epsilon={self.epsilon}, n_sample={self.n_sample}, reduction={self.reduction!r}"
@@ -400,6 +421,7 @@ class ImbalNoisedTopK(BalNoisedTopK):
         counts = [_count_arg("class count", c, 1) for c in cls_num_list]
         self.margins = _core.ldam_margins(counts, float(max_m))
         self.scale = float(scale)
+        self._json = _settings_json(self._settings())
 
     def _settings(self) -> dict:
         return dict(epsilon=self.epsilon, n_sample=self.n_sample, margins=self.margins, scale=self.scale)
@@ -448,21 +470,12 @@ class TopKCrossEntropyLoss(torch.nn.Module):
         self.top1_mode = top1_mode
         self.floor = float(floor)
         self.reduction = _reduction(reduction)
+        self._settings = _settings_json(dict(p_k=self.p_k, m=self.m, top1_mode=top1_mode, floor=self.floor))
 
     def forward(self, outputs, labels, weight=None):
         _check_inputs(outputs, labels, self.n)
-        return topk_loss(
-            outputs,
-            labels,
-            loss="topk-ce",
-            tau=1.0 / self.inverse_temperature,
-            reduction=self.reduction,
-            weight=weight,
-            p_k=self.p_k,
-            m=self.m,
-            top1_mode=self.top1_mode,
-            floor=self.floor,
-        )
+        tau = 1.0 / self.inverse_temperature
+        return _other(outputs, labels, "topk-ce", 1, tau, self._settings, 0, self.reduction, weight)
 
     def extra_repr(self) -> str:
         return (
