@@ -12,7 +12,8 @@ project against.
   noise is part of the fixture. Margins of the imbalanced loss come from the package's own
   `ImbalNoisedTopK` (float32, as it stores them); the class counts and `max_m` are recorded too.
 * `topk_ce`: `difftopk.TopKCrossEntropyLoss` (Petersen et al., ICML 2022) with
-  `diffsort_method="neuralsort"`, each `top1_mode` of `"sm"` and `"sort"`, with and without `m`.
+  `diffsort_method="neuralsort"`, each `top1_mode` (`"sm"`, `"sort"`, `"smce"`), with and
+  without `m`.
   The package's NeuralSort hard-codes float32 (`torch.FloatTensor`) for two constants; the
   script maps that name to float64 so the whole computation runs in float64 (the constants are
   small integers, exact in both).
@@ -54,6 +55,8 @@ TOPK_CE = [
     (3, 50, [0.2, 0.2, 0.2, 0.2, 0.2], 1.0, 16, "sm", 3.0),
     (3, 100, [0.0, 0.0, 0.0, 0.0, 1.0], 0.5, 16, "sort", 2.0),
     (2, 100, [0.25, 0.0, 0.0, 0.0, 0.75], 10.0, 8, "sm", 1.0),
+    (3, 10, [0.2, 0.2, 0.2, 0.2, 0.2], 2.0, None, "smce", 1.0),
+    (3, 60, [0.5, 0.0, 0.0, 0.0, 0.5], 1.0, 16, "smce", 2.0),
 ]
 
 

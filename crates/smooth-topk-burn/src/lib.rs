@@ -45,7 +45,7 @@ pub use loss::{
     SmoothTopkSvmLossConfig,
 };
 pub use other::{
-    NoisedTopkHingeLoss, NoisedTopkHingeLossConfig, TopkCrossEntropyLoss,
+    NoisedTopkHingeLoss, NoisedTopkHingeLossConfig, Top1, TopkCrossEntropyLoss,
     TopkCrossEntropyLossConfig, TruncatedTopkEntropyLoss, TruncatedTopkEntropyLossConfig,
 };
 pub use smooth_topk::{AnyLoss, TopkError};

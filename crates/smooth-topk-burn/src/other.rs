@@ -134,6 +134,18 @@ impl NoisedTopkHingeLoss {
 }
 forward_methods!(NoisedTopkHingeLoss);
 
+/// How the top-k cross-entropy scores its top-1 part, as `difftopk` names the modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, burn::serde::Serialize, burn::serde::Deserialize)]
+#[serde(crate = "burn::serde", rename_all = "lowercase")]
+pub enum Top1 {
+    /// The softmax of the scores.
+    Sm,
+    /// The relaxed permutation, as every other k.
+    Sort,
+    /// A separate cross-entropy term weighted by `p_1`.
+    Smce,
+}
+
 /// Configuration of [`TopkCrossEntropyLoss`].
 #[derive(Config, Debug)]
 pub struct TopkCrossEntropyLossConfig {
@@ -146,10 +158,9 @@ pub struct TopkCrossEntropyLossConfig {
     /// Keep the label and the `m - 1` largest other scores (`None`: all). Default `None`.
     #[config(default = "None")]
     pub m: Option<usize>,
-    /// Score the top-1 part by the relaxed permutation too (`difftopk`'s `"sort"`) instead of
-    /// the softmax (`"sm"`, the default).
-    #[config(default = false)]
-    pub sort_top1: bool,
+    /// How the top-1 part is scored. Default `Sm`.
+    #[config(default = "Top1::Sm")]
+    pub top1_mode: Top1,
     /// Floor under the top-k probability. Default 1e-7 (`difftopk`'s).
     #[config(default = 1e-7)]
     pub floor: f64,
@@ -161,10 +172,10 @@ pub struct TopkCrossEntropyLossConfig {
 impl TopkCrossEntropyLossConfig {
     /// Validates `p_k`, `tau`, `m` and the floor as [`TopkCrossEntropy`] does.
     pub fn init(&self) -> Result<TopkCrossEntropyLoss, TopkError> {
-        let top1 = if self.sort_top1 {
-            Top1Mode::Sort
-        } else {
-            Top1Mode::Softmax
+        let top1 = match self.top1_mode {
+            Top1::Sm => Top1Mode::Softmax,
+            Top1::Sort => Top1Mode::Sort,
+            Top1::Smce => Top1Mode::SoftmaxCe,
         };
         let loss = TopkCrossEntropy::new(&self.p_k, self.tau, self.m)?
             .with_top1(top1)

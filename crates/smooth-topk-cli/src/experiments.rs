@@ -635,6 +635,9 @@ fn experiment_name(e: Experiment) -> &'static str {
 pub struct TrainBenchArgs {
     #[arg(long, value_enum, default_value = "densenet40")]
     model: ModelKind,
+    /// Losses timed, the first the baseline of the ratios.
+    #[arg(long, value_delimiter = ',', value_enum, default_value = "ce,svm")]
+    losses: Vec<LossKind>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     #[arg(long, default_value_t = 100)]
@@ -664,6 +667,7 @@ pub fn train_bench(args: &TrainBenchArgs) -> Result<(), String> {
         steps: args.steps,
         backend: args.backend,
         devices: args.devices.clone(),
+        losses: args.losses.clone(),
     };
     bench.validate().map_err(|e| e.to_string())?;
     say(&format!(
@@ -686,11 +690,15 @@ pub fn train_bench(args: &TrainBenchArgs) -> Result<(), String> {
             t.loss, t.median_ms, t.images_per_s
         ))?;
     }
-    if let [ce, svm] = &timings[..] {
-        say(&format!(
-            "svm / ce step time: {:.3}",
-            svm.median_ms / ce.median_ms
-        ))?;
+    if let [base, rest @ ..] = &timings[..] {
+        for t in rest {
+            say(&format!(
+                "{} / {} step time: {:.3}",
+                t.loss,
+                base.loss,
+                t.median_ms / base.median_ms
+            ))?;
+        }
     }
     Ok(())
 }

@@ -44,6 +44,8 @@ pub enum Top1 {
     Sm,
     /// The relaxed permutation (difftopk's "sort").
     Sort,
+    /// p_1 cross-entropy plus the rest's weight times the k >= 2 part (difftopk's "smce").
+    Smce,
 }
 
 /// Settings of the field's other losses.
@@ -148,6 +150,7 @@ pub fn build(
             let top1 = match other.top1 {
                 Top1::Sm => Top1Mode::Softmax,
                 Top1::Sort => Top1Mode::Sort,
+                Top1::Smce => Top1Mode::SoftmaxCe,
             };
             TopkCrossEntropy::new(&p_k, tau, other.m)?
                 .with_top1(top1)

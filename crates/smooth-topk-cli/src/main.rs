@@ -97,7 +97,8 @@ enum Command {
     Eval(experiments::EvalArgs),
     /// Run the grid of the paper's Table 1 or 2 and write the table and a plot.
     Reproduce(experiments::ReproduceArgs),
-    /// Training-step throughput (images/s) with CE and with the smooth SVM, e.g. DenseNet 40-40.
+    /// Training-step throughput (images/s) of each loss of --losses (default CE and the smooth
+    /// SVM), e.g. DenseNet 40-40.
     TrainBench(experiments::TrainBenchArgs),
     /// Image-loader throughput (decode, resize, crop, flip, normalise) on a folder, per thread
     /// count.

@@ -77,9 +77,10 @@ fn build(
             let top1 = match o.top1_mode.as_str() {
                 "sm" => Top1Mode::Softmax,
                 "sort" => Top1Mode::Sort,
+                "smce" => Top1Mode::SoftmaxCe,
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "top1_mode {other:?} is not implemented: use \"sm\" or \"sort\""
+                        "top1_mode {other:?} is unknown: use \"sm\", \"sort\" or \"smce\""
                     )))
                 }
             };

@@ -47,9 +47,13 @@ def topk_ce_reference(x, y, p_k, tau, m=None, top1="sm", floor=1e-7):
         for i, pk in enumerate(p_k):
             if i == 0 and top1 == "sm":
                 dist = dist + pk * torch.softmax(v, 0)[0]
-            else:
+            elif i > 0 or top1 == "sort":
                 dist = dist + pk * p[: i + 1].sum()
-        out.append(-torch.log(dist * (1 - 2 * floor) + floor))
+        ranked = -torch.log(dist * (1 - 2 * floor) + floor)
+        if top1 == "smce":
+            # Two losses: p_1 cross-entropy and the rest's weight times the ranked part.
+            ranked = p_k[0] * (torch.logsumexp(v, 0) - v[0]) + sum(p_k[1:]) * ranked
+        out.append(ranked)
     return torch.stack(out)
 
 
@@ -90,6 +94,7 @@ def test_noised_hinge_under_given_noise_matches_its_definition(n, k, eps, draws)
         (8, [0.5, 0.5], 0.5, None, "sort"),
         (12, [0.2] * 5, 1.0, 7, "sm"),
         (30, [0.25, 0, 0, 0, 0.75], 0.1, 16, "sm"),
+        (12, [0.5, 0, 0.5], 1.0, 8, "smce"),
     ],
 )
 def test_topk_cross_entropy_matches_neuralsort_by_definition(n, p_k, tau, m, top1):
@@ -160,7 +165,7 @@ def test_a_training_loop_with_the_topk_cross_entropy_improves_top5():
         (lambda x, y: smooth_topk.loss(x, y, loss="topk-ce"), ValueError, "p_k"),
         (lambda x, y: smooth_topk.loss(x, y, loss="topk-ce", p_k=[0.3, 0.3]), ValueError, "p_k"),
         (lambda x, y: smooth_topk.loss(x, y, loss="topk-ce", p_k=[1.0], m=1), ValueError, "m"),
-        (lambda x, y: smooth_topk.loss(x, y, loss="topk-ce", p_k=[1.0], top1_mode="smce"), ValueError, "top1_mode"),
+        (lambda x, y: smooth_topk.loss(x, y, loss="topk-ce", p_k=[1.0], top1_mode="soft"), ValueError, "top1_mode"),
         (lambda x, y: smooth_topk.loss(x, y, loss="entr", k=6), ValueError, "classes"),
         (lambda x, y: smooth_topk.loss(x, y, loss="entr", colour=1), TypeError, "unknown option"),
         (lambda x, y: smooth_topk.loss(x, y, loss="noised", seed=-1), ValueError, "seed"),

@@ -32,6 +32,8 @@ pub struct StepBench {
     pub steps: usize,
     pub backend: BackendKind,
     pub devices: Vec<usize>,
+    /// The losses timed, each with its default settings (the first is the baseline).
+    pub losses: Vec<LossKind>,
 }
 
 /// Median step time and images per second of one loss.
@@ -90,9 +92,15 @@ pub fn run(bench: &StepBench) -> Result<Vec<StepTiming>, TrainError> {
     let replicas = Replicas::new(&devices)?;
     // The optimiser of a default run (momentum, weight decay); the learning rate is fixed.
     let config = TrainConfig::defaults(crate::DataSource::Synthetic, LossKind::Ce);
-    let mut slots: Vec<Slot> = [LossKind::Ce, LossKind::Svm]
-        .into_iter()
-        .map(|kind| {
+    if bench.losses.is_empty() {
+        return Err(TrainError::InvalidConfig(
+            "train-bench: no loss to time".into(),
+        ));
+    }
+    let mut slots: Vec<Slot> = bench
+        .losses
+        .iter()
+        .map(|&kind| {
             let loss = LossConfig::new(kind);
             Slot {
                 label: loss.label(),
@@ -236,6 +244,7 @@ pub fn measure(config: &TrainConfig, classes: usize, steps: usize) -> Result<Ste
         steps: steps.max(1),
         backend: config.backend,
         devices: config.devices.clone(),
+        losses: vec![config.loss.kind],
     };
     bench.validate()?;
     let devices = training_devices(config.backend, &config.devices)?;

@@ -9,8 +9,9 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use std::sync::Arc;
 
-/// Largest number of noise values (`n * n_sample`) drawn for one sample.
-const MAX_NOISE_PER_SAMPLE: usize = 1 << 28;
+/// Largest number of noise values (`n * n_sample`) drawn for one sample: 128 MiB of f64 per
+/// thread (e.g. 100k classes and 160 draws).
+const MAX_NOISE_PER_SAMPLE: usize = 1 << 24;
 
 /// The margin of each class: one for all (balanced) or one per class (imbalanced).
 #[derive(Debug, Clone, PartialEq)]

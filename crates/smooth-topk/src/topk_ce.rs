@@ -16,6 +16,10 @@ pub enum Top1Mode {
     Softmax,
     /// Every term, top-1 included, comes from the relaxed permutation (`difftopk`'s `"sort"`).
     Sort,
+    /// `p_1` times softmax cross-entropy plus `p_2 + .. + p_K` times the floored log of the
+    /// `k >= 2` terms alone (`difftopk`'s `"smce"`: two losses added, the second's probability
+    /// not renormalised).
+    SoftmaxCe,
 }
 
 /// Top-k cross-entropy (Petersen et al., "Differentiable top-k classification learning", ICML
@@ -28,6 +32,9 @@ pub enum Top1Mode {
 /// D =                    sum_{k=1..K} p_k sum_{q<k} P[y, q]         (Sort top-1 mode)
 /// L = -ln(f + (1 - 2f) D)
 /// ```
+///
+/// or, in the SoftmaxCe mode, `p_1 CE(x, y) + (p_2 + .. + p_K) (-ln(f + (1 - 2f) D'))` with
+/// `D'` the `k >= 2` part of the Softmax mode's `D`.
 ///
 /// `sum_{q<k} P[y, q]` is the relaxed probability that the label is among the k largest; `f` is
 /// a floor ([`DIFFTOPK_FLOOR`] = 1e-7 by default, as `difftopk`; 0 allowed) that bounds the
@@ -261,18 +268,32 @@ impl Kernel for TopkCrossEntropy {
         }
         // Weights of the terms: w_q = sum of p_k over the k > q whose term uses rank q.
         let first = match self.top1 {
-            Top1Mode::Softmax => 1,
+            Top1Mode::Softmax | Top1Mode::SoftmaxCe => 1,
             Top1Mode::Sort => 0,
         };
+        let smce = self.top1 == Top1Mode::SoftmaxCe;
         let weight = |q: usize| -> f64 { self.p_k[q.max(first)..].iter().sum() };
-        let softmax_term = if first == 1 && self.p_k[0] > 0.0 {
+        // ln softmax(x)_y, with the softmax kept for the gradient.
+        let ln_sm_y = if first == 1 && self.p_k[0] > 0.0 {
             let lse = logsumexp(x.iter().copied());
             for (s, &xi) in sm.iter_mut().zip(x.iter()) {
                 *s = (xi - lse).exp();
             }
-            self.p_k[0].ln() + (x[0] - lse)
+            x[0] - lse
         } else {
             f64::NEG_INFINITY
+        };
+        // The top-1 term inside D (Softmax mode), or none.
+        let softmax_term = if smce || ln_sm_y == f64::NEG_INFINITY {
+            f64::NEG_INFINITY
+        } else {
+            self.p_k[0].ln() + ln_sm_y
+        };
+        // SoftmaxCe: the cross-entropy's weight and the rank part's.
+        let (ce_weight, rank_weight) = if smce {
+            (self.p_k[0], self.p_k[1..].iter().sum::<f64>())
+        } else {
+            (0.0, 1.0)
         };
         for (q, (t, &lp)) in rank_terms.iter_mut().zip(ln_py.iter()).enumerate() {
             let w = weight(q);
@@ -290,10 +311,22 @@ impl Kernel for TopkCrossEntropy {
         } else {
             ln_d
         };
-        let loss = -ln_inner;
+        // No rank term at all (SoftmaxCe with p = [1]): only the cross-entropy is left.
+        let ranked = ln_d > f64::NEG_INFINITY || !smce;
+        let ce_part = if ce_weight > 0.0 {
+            -ce_weight * ln_sm_y
+        } else {
+            0.0
+        };
+        let loss = ce_part + if ranked { -rank_weight * ln_inner } else { 0.0 };
         if let Some(g) = grad {
-            // dL/dD * D, in (0, 1]: the share of the floored probability that D makes.
-            let rho = (ln_scale + ln_d - ln_inner).exp();
+            // dL/dD * D, in (0, 1]: the share of the floored probability that D makes (times
+            // the rank part's weight).
+            let rho = if ln_d > f64::NEG_INFINITY {
+                rank_weight * (ln_scale + ln_d - ln_inner).exp()
+            } else {
+                0.0
+            };
             // H_j = sum_q dL/dz_{q, j}, and the rank part of dL/dx_i accumulated in `a`.
             let work = &mut ws.values;
             work.clear();
@@ -332,8 +365,15 @@ impl Kernel for TopkCrossEntropy {
                 h_before += h_group;
                 start = end;
             }
-            if softmax_term != f64::NEG_INFINITY {
-                let beta = rho * (softmax_term - ln_d).exp();
+            // The softmax's share: inside D (Softmax mode) or the cross-entropy (SoftmaxCe).
+            let beta = if softmax_term != f64::NEG_INFINITY {
+                rho * (softmax_term - ln_d).exp()
+            } else if ce_weight > 0.0 {
+                ce_weight
+            } else {
+                0.0
+            };
+            if beta > 0.0 {
                 for (i, (o, &si)) in out.iter_mut().zip(sm.iter()).enumerate() {
                     *o -= beta * (f64::from(u8::from(i == 0)) - si);
                 }

@@ -8,7 +8,7 @@
 //!   stores the imbalanced margins in float32; [`NoisedTopkHinge::ldam_margins`] gives them in
 //!   float64, equal to the package's within float32 rounding, and the parity check uses the
 //!   package's margins.
-//! * `difftopk` 0.2.0 (`TopKCrossEntropyLoss` with NeuralSort, both top-1 modes, with and
+//! * `difftopk` 0.2.0 (`TopKCrossEntropyLoss` with NeuralSort, every top-1 mode, with and
 //!   without `m`): loss and gradient to 1e-12 (measured: 2.2e-15 at most). The package evaluates
 //!   `-ln(f + (1 - 2f) D)` from the probabilities, this crate in log space; both in float64.
 
@@ -147,6 +147,7 @@ fn topk_cross_entropy_agrees_with_difftopk_neuralsort() {
         let top1 = match c["top1_mode"].as_str().unwrap() {
             "sm" => Top1Mode::Softmax,
             "sort" => Top1Mode::Sort,
+            "smce" => Top1Mode::SoftmaxCe,
             other => panic!("mode {other}"),
         };
         let tau = 1.0 / c["inverse_temperature"].as_f64().unwrap();

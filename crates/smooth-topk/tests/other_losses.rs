@@ -308,9 +308,10 @@ fn ref_topk_ce(
     p_k: &[f64],
     tau: f64,
     m: Option<usize>,
-    softmax_top1: bool,
+    mode: Top1Mode,
     floor: f64,
 ) -> f64 {
+    let softmax_top1 = mode != Top1Mode::Sort;
     let n = s.len();
     let mut x = vec![s[y]];
     let mut others: Vec<f64> = (0..n).filter(|&j| j != y).map(|j| s[j]).collect();
@@ -329,12 +330,22 @@ fn ref_topk_ce(
     for (i, &pk) in p_k.iter().enumerate() {
         let k = i + 1;
         dist += if k == 1 && softmax_top1 {
+            if mode == Top1Mode::SoftmaxCe {
+                continue;
+            }
             pk * (x[0] - logsumexp(&x)).exp()
         } else {
             pk * top_k_prob(k)
         };
     }
-    -(dist * (1.0 - 2.0 * floor) + floor).ln()
+    let ranked = -(dist * (1.0 - 2.0 * floor) + floor).ln();
+    if mode == Top1Mode::SoftmaxCe {
+        // Two losses added: p_1 CE and the rest's weight times the ranked part.
+        let ce = logsumexp(&x) - x[0];
+        let rest: f64 = p_k[1..].iter().sum();
+        return p_k[0] * ce + if rest > 0.0 { rest * ranked } else { 0.0 };
+    }
+    ranked
 }
 
 #[test]
@@ -352,11 +363,11 @@ fn topk_ce_matches_the_neuralsort_definition_and_finite_differences() {
             }
             for m in [None, Some(p_k.len() + 1), Some(p_k.len() + 3)] {
                 for (tau, scale) in [(1.0, 1.0), (0.1, 0.3), (3.0, 4.0)] {
-                    for top1 in [Top1Mode::Softmax, Top1Mode::Sort] {
+                    for top1 in [Top1Mode::Softmax, Top1Mode::Sort, Top1Mode::SoftmaxCe] {
                         let s = distinct(&mut rng, n, scale);
                         let y = rng.below(n);
                         let loss = TopkCrossEntropy::new(&p_k, tau, m).unwrap().with_top1(top1);
-                        let sm = top1 == Top1Mode::Softmax;
+                        let sm = top1;
                         let (l, g) = one(&loss, &s, y);
                         let want = ref_topk_ce(&s, y, &p_k, tau, m, sm, 1e-7);
                         let what = format!("n={n} p_k={p_k:?} m={m:?} tau={tau} {top1:?}");

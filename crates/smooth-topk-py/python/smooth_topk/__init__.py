@@ -45,7 +45,7 @@ LOSSES = ("svm", "hard-svm", "ce", "entr", "noised", "topk-ce")
 #: Settings of the other losses, with their defaults: ``epsilon``, ``n_sample``, ``margins``
 #: (per class; the imbalanced hinge), ``scale``, ``seed``, ``noise`` (``[batch, n, n_sample]``
 #: float64, instead of the seeded noise) for ``"noised"``; ``p_k``, ``m``, ``top1_mode``
-#: (``"sm"`` or ``"sort"``), ``floor`` for ``"topk-ce"`` (whose NeuralSort temperature is
+#: (``"sm"``, ``"sort"`` or ``"smce"``), ``floor`` for ``"topk-ce"`` (whose NeuralSort temperature is
 #: ``tau``).
 OPTIONS = {
     "epsilon": 1.0,
@@ -131,8 +131,8 @@ def _options(options: dict) -> dict:
             out[name] = [float(v) for v in values]
     if out["m"] is not None:
         out["m"] = _count("m", out["m"], 1)
-    if out["top1_mode"] not in ("sm", "sort"):
-        raise ValueError(f"top1_mode {out['top1_mode']!r} is not implemented: use 'sm' or 'sort'")
+    if out["top1_mode"] not in ("sm", "sort", "smce"):
+        raise ValueError(f"top1_mode {out['top1_mode']!r} is unknown: use 'sm', 'sort' or 'smce'")
     if out["noise"] is not None:
         noise = np.asarray(out["noise"])
         if not np.issubdtype(noise.dtype, np.floating):

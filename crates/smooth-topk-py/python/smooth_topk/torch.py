@@ -435,8 +435,8 @@ class TopKCrossEntropyLoss(torch.nn.Module):
     ``-log(f + (1 - 2f) D)`` with ``D`` the ``p_k``-weighted relaxed probability that the label
     is among the top k. Arguments as ``difftopk.TopKCrossEntropyLoss(diffsort_method,
     inverse_temperature, p_k, n, m=None, distribution=None, art_lambda=0.25, device='cpu',
-    top1_mode='sm')``; only ``diffsort_method="neuralsort"`` and the top-1 modes ``"sm"`` and
-    ``"sort"`` are implemented (``distribution``, ``art_lambda`` belong to the sorting networks;
+    top1_mode='sm')``; only ``diffsort_method="neuralsort"`` is implemented (every top-1 mode:
+    ``"sm"``, ``"sort"``, ``"smce"``) (``distribution``, ``art_lambda`` belong to the sorting networks;
     ``device`` is not needed: the module holds no tensors)."""
 
     def __init__(
@@ -458,8 +458,8 @@ class TopKCrossEntropyLoss(torch.nn.Module):
         del distribution, art_lambda, device
         if diffsort_method != "neuralsort":
             raise ValueError(f"diffsort_method {diffsort_method!r} is not implemented: only 'neuralsort'")
-        if top1_mode not in ("sm", "sort"):
-            raise ValueError(f"top1_mode {top1_mode!r} is not implemented: use 'sm' or 'sort'")
+        if top1_mode not in ("sm", "sort", "smce"):
+            raise ValueError(f"top1_mode {top1_mode!r} is unknown: use 'sm', 'sort' or 'smce'")
         inverse_temperature = float(inverse_temperature)
         if not (math.isfinite(inverse_temperature) and inverse_temperature > 0):
             raise ValueError(f"inverse_temperature must be finite and > 0, got {inverse_temperature!r}")
